@@ -1,0 +1,1 @@
+"""Recursive autoencoders, alone and against a discriminator (PyTorch Lightning + Hydra)."""

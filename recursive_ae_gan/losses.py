@@ -1,0 +1,88 @@
+"""Reconstruction and adversarial losses, the game's statistics and the balance policies.
+
+Pure functions on logits, so that they are easy to test and stay safe under autocast.
+Shapes: images ``(B, C, H, W)``; per recursion step stacked as ``(S, B, C, H, W)``;
+discriminator logits ``(B,)`` for real images and ``(S, B)`` for the S judged steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recursive_ae_gan.errors import UserError
+
+RECONSTRUCTION_LOSSES = ("mse", "bce")
+ADVERSARIAL_LOSSES = ("minimax", "non_saturating")
+BALANCE_POLICIES = ("alternate", "report", "target")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; else a one-line error naming the override."""
+    if value not in choices:
+        raise UserError(f"model.{name}={value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def reconstruction_losses(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean reconstruction loss of each step: ``(S, B, C, H, W)`` logits -> ``(S,)``.
+
+    ``bce`` uses the logits form (safe under bf16 autocast); ``mse`` compares sigmoid images.
+    """
+    target = target.unsqueeze(0).expand_as(logits)
+    if kind == "bce":
+        per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    else:
+        per_pixel = (torch.sigmoid(logits.float()) - target).square()
+    return per_pixel.flatten(1).mean(1)
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of D: real images -> 1, every judged step's reconstructions -> 0."""
+    real = F.softplus(-real_logits.float()).mean()  # -log D(x)
+    fake = F.softplus(fake_logits.float()).mean()  # -log(1 - D(x'))
+    return 0.5 * (real + fake)
+
+
+def generator_losses(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The autoencoder's adversarial loss per judged step: ``(S, B)`` -> ``(S,)``.
+
+    ``minimax`` minimises ``log(1 - D(x'))`` as in the report (= ``-softplus(logit)``);
+    ``non_saturating`` minimises ``-log D(x')`` (= ``softplus(-logit)``), whose gradient does
+    not vanish when D is confident.
+    """
+    fake_logits = fake_logits.float()
+    if kind == "minimax":
+        return -F.softplus(fake_logits).mean(1)
+    return F.softplus(-fake_logits).mean(1)
+
+
+def fool_rates(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Share of each step's reconstructions that D calls real (D(x') > 0.5): ``(S, B)`` -> ``(S,)``."""
+    return (fake_logits > 0).float().mean(-1)
+
+
+def real_accuracy(real_logits: torch.Tensor) -> torch.Tensor:
+    """Share of real images that D calls real."""
+    return (real_logits > 0).float().mean()
+
+
+def report_freezes_discriminator(fake_logits: torch.Tensor) -> bool:
+    """The report's rule: freeze D while it tells fakes with more than 50% accuracy.
+
+    Returns a Python bool, so it synchronises with the device once per batch: the price of a
+    data-dependent branch, paid only under ``balance=report``.
+    """
+    fake_accuracy = (fake_logits < 0).float().mean()
+    return bool(fake_accuracy > 0.5)
+
+
+def target_weights(
+    weights: torch.Tensor, rates: torch.Tensor, gain: float, low: float, high: float
+) -> torch.Tensor:
+    """One step of the ``target`` policy: move each step's adversarial weight toward a 50% fool rate.
+
+    A bounded proportional controller (in the spirit of BEGAN's k_t): a step that fools D less
+    than half of the time gets a larger weight, one that fools it more gets a smaller one.
+    """
+    return (weights + gain * (0.5 - rates)).clamp_(low, high)
