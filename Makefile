@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+EXPERIMENTS ?= mnist_ae,cifar10_ae,cifar10_rae,mnist_ae_gan,cifar10_ae_gan,cifar10_rae_gan
+SWEEP_DIR ?= outputs/reproduce/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .PHONY: train test bench reproduce lint clean
 
@@ -19,6 +21,13 @@ train: $(VENV)/.installed  ## the default run: the report's MNIST autoencoder
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(VENV)/.installed  ## framework vs plain PyTorch throughput (docs/benchmarks.md)
+	$(BIN)/python -m recursive_ae_gan.bench $(ARGS)
+
+reproduce: $(VENV)/.installed  ## the report's experiments as one multirun, then the results table
+	$(BIN)/python -m recursive_ae_gan.train -m experiment=$(EXPERIMENTS) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(BIN)/python -m recursive_ae_gan.report $(SWEEP_DIR)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check recursive_ae_gan tests
