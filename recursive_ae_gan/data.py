@@ -109,11 +109,13 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator: the order is drawn at the first batch, after Lightning's set_epoch (which on
+        # resume comes after iter()), so a resumed run replays the right epoch's order.
         order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else torch.arange(self.n)
         batches = order.split(self.batch_size)
         if self.drop_last and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
-        return iter(batches)
+        yield from batches
 
     def __len__(self) -> int:
         full, rest = divmod(self.n, self.batch_size)

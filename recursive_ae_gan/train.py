@@ -19,6 +19,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from recursive_ae_gan.errors import UserError
@@ -55,7 +56,8 @@ def train(cfg: DictConfig) -> dict:
 
     score_name = f"test/step_0/{model.loss_name}"
     for logger in trainer.loggers:  # TensorBoard's HParams tab: the real metric, not a placeholder
-        logger.log_hyperparams({**datamodule.hparams, **model.hparams}, metrics={"hp_metric": metrics[score_name]})
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams({**datamodule.hparams, **model.hparams}, metrics={"hp_metric": metrics[score_name]})
     variation = metrics["test/step_0/variation"]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
     result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name], **metrics}

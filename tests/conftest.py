@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from torchvision.datasets import CIFAR10
+
+# The tests' tensors are tiny: one thread avoids oversubscribing CI's 2 cores.
+torch.set_num_threads(1)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -55,7 +59,7 @@ def write_cifar10(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, seed
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     per_batch = np.array_split(np.arange(n_train), len(CIFAR10.train_list))
-    batches = [(name, len(rows)) for (name, _), rows in zip(CIFAR10.train_list, per_batch)]
+    batches = [(name, len(rows)) for (name, _), rows in zip(CIFAR10.train_list, per_batch, strict=True)]
     for name, n in batches + [(CIFAR10.test_list[0][0], n_test)]:
         images = _images(rng, n, (32, 32, 3)).transpose(0, 3, 1, 2).reshape(n, -1)  # CIFAR's row layout
         entry = {"data": images, "labels": rng.integers(0, 10, size=n).tolist()}

@@ -1,0 +1,212 @@
+"""AdversarialAutoencoder in real (short) fits: which network each step moves, the policies, resuming.
+
+The fixture's 64 training images in batches of 16 make 4 batches per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+from torch import nn
+
+from recursive_ae_gan.data import ImageDataModule
+from recursive_ae_gan.module import AdversarialAutoencoder
+
+BATCHES = 4
+
+
+def build(compose_cfg, *overrides: str) -> tuple[ImageDataModule, AdversarialAutoencoder, DictConfig]:
+    """Datamodule, model and the trainer config from the composed real config (seeded)."""
+    cfg = compose_cfg("model=ae_gan", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", *overrides)
+    L.seed_everything(cfg.seed)
+    # As train() builds it: plain lists in the hyperparameters, so checkpoints load weights-only.
+    return instantiate(cfg.data), instantiate(cfg.model, _convert_="all"), cfg.trainer
+
+
+def fit(
+    datamodule: ImageDataModule,
+    model: AdversarialAutoencoder,
+    trainer_cfg: DictConfig,
+    callbacks: Sequence[L.Callback] = (),
+    ckpt_path: Path | None = None,
+    **trainer_kwargs,
+) -> L.Trainer:
+    """A fit without logger; checkpoints only when a ModelCheckpoint is among ``callbacks``."""
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    trainer = instantiate(
+        trainer_cfg, callbacks=list(callbacks), logger=False, enable_checkpointing=checkpointing, **trainer_kwargs
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def snapshot(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def all_moved(before: list[torch.Tensor], after: list[torch.Tensor]) -> bool:
+    return all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def none_moved(before: list[torch.Tensor], after: list[torch.Tensor]) -> bool:
+    return all(torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def set_d_logits(model: AdversarialAutoencoder, logit: float) -> None:
+    """Make D answer ``logit`` for every image: zero last-layer weights, bias ``logit``."""
+    last = model.discriminator.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(logit)
+
+
+class EpochSnapshots(L.Callback):
+    """D's and the AE's parameters and global_step at the end of every training epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[list[torch.Tensor], list[torch.Tensor], int]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: AdversarialAutoencoder) -> None:
+        self.epochs.append((snapshot(pl_module.net), snapshot(pl_module.discriminator), trainer.global_step))
+
+
+def test_warmup_trains_the_autoencoder_alone_then_both(compose_cfg) -> None:
+    datamodule, model, trainer_cfg = build(compose_cfg, "model.warmup_epochs=1", "trainer.max_epochs=2")
+    ae_start, d_start = snapshot(model.net), snapshot(model.discriminator)
+    epochs = EpochSnapshots()
+    fit(datamodule, model, trainer_cfg, [epochs])
+    (ae_warm, d_warm, step_warm), (ae_game, d_game, step_game) = epochs.epochs
+    # Warm-up: only the autoencoder moves, one optimizer step per batch.
+    assert all_moved(ae_start, ae_warm) and none_moved(d_start, d_warm)
+    assert step_warm == BATCHES
+    # The game: both move, two optimizer steps per batch.
+    assert all_moved(ae_warm, ae_game) and all_moved(d_warm, d_game)
+    assert step_game == BATCHES + 2 * BATCHES
+
+
+class StepIsolation(L.Callback):
+    """Snapshots both networks before every optimizer step and at the end of every batch."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, list[torch.Tensor], list[torch.Tensor]]] = []
+
+    def _record(self, name: str, pl_module: AdversarialAutoencoder) -> None:
+        self.events.append((name, snapshot(pl_module.net), snapshot(pl_module.discriminator)))
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer: torch.optim.Optimizer) -> None:
+        ae_optimizer, d_optimizer = trainer.optimizers
+        assert optimizer is ae_optimizer or optimizer is d_optimizer
+        self._record("ae" if optimizer is ae_optimizer else "d", pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._record("end", pl_module)
+
+
+def test_each_optimizer_step_moves_only_its_network(compose_cfg) -> None:
+    datamodule, model, trainer_cfg = build(
+        compose_cfg, "model.warmup_epochs=0", "model.balance=alternate", "trainer.max_epochs=1"
+    )
+    isolation = StepIsolation()
+    trainer = fit(datamodule, model, trainer_cfg, [isolation])
+    names = [name for name, _, _ in isolation.events]
+    assert names == ["d", "ae", "end"] * BATCHES  # D first, then the autoencoder, every batch
+    for batch in range(BATCHES):
+        (_, ae_0, d_0), (_, ae_1, d_1), (_, ae_2, d_2) = isolation.events[3 * batch : 3 * batch + 3]
+        # D's step: D moves, the AE does not. The AE's step: the AE moves, D does not.
+        assert none_moved(ae_0, ae_1) and all_moved(d_0, d_1)
+        assert all_moved(ae_1, ae_2) and none_moved(d_1, d_2)
+    assert trainer.global_step == 2 * BATCHES
+    torch.testing.assert_close(model.adv_weights, torch.tensor([0.01]))  # only `target` moves them
+
+
+@pytest.mark.parametrize(("logit", "frozen"), [(-50.0, True), (50.0, False)])
+def test_report_policy_freezes_d_while_it_tells_fakes(compose_cfg, logit: float, frozen: bool) -> None:
+    """D saying "fake" to everything is 100% accurate on fakes: frozen; saying "real": 0%, trained."""
+    datamodule, model, trainer_cfg = build(
+        compose_cfg, "model.warmup_epochs=0", "model.balance=report", "trainer.max_epochs=1"
+    )
+    set_d_logits(model, logit)
+    ae_start, d_start = snapshot(model.net), snapshot(model.discriminator)
+    trainer = fit(datamodule, model, trainer_cfg)
+    assert all_moved(ae_start, snapshot(model.net))
+    assert none_moved(d_start, snapshot(model.discriminator)) is frozen
+    assert trainer.global_step == (1 if frozen else 2) * BATCHES
+    assert trainer.callback_metrics["train/d_frozen"].item() == float(frozen)
+
+
+@pytest.mark.parametrize(("logit", "rate"), [(-50.0, 0.0), (50.0, 1.0)])
+def test_target_policy_moves_adv_weights(compose_cfg, logit: float, rate: float) -> None:
+    """Fool rate 0: every step's weight rises by gain/2 per batch; fool rate 1: it falls as much."""
+    datamodule, model, trainer_cfg = build(
+        compose_cfg, "model=rae_gan", "model.warmup_epochs=0", "model.balance=target", "trainer.max_epochs=1"
+    )
+    set_d_logits(model, logit)  # D's 4 steps of lr 1e-3 cannot flip a logit of 50
+    trainer = fit(datamodule, model, trainer_cfg)
+    gain, start = model.hparams.target_gain, model.hparams.adv_weight
+    expected = start + BATCHES * gain * (0.5 - rate)
+    torch.testing.assert_close(model.adv_weights, torch.full((3,), expected))
+    assert trainer.callback_metrics["train/step_2/fool_rate"].item() == rate
+
+
+class CaptureStart(L.Callback):
+    """What the trainer holds when training (re)starts: optimizer states, adv_weights, step."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: AdversarialAutoencoder) -> None:
+        self.optimizer_states = [copy.deepcopy(opt.state_dict()) for opt in trainer.optimizers]
+        self.adv_weights = pl_module.adv_weights.clone()
+        self.global_step = trainer.global_step
+
+
+def assert_same_state(restored: dict, saved: dict) -> None:
+    assert restored["param_groups"] == saved["param_groups"]
+    assert restored["state"].keys() == saved["state"].keys() and saved["state"]
+    for key, state in saved["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(restored["state"][key][name], value, rtol=0, atol=0)
+
+
+RESUME_OVERRIDES = ("model.warmup_epochs=1", "model.balance=target", "trainer.max_epochs=2")
+
+
+def train_then_resume(
+    compose_cfg, tmp_path: Path, callbacks: Sequence[L.Callback] = ()
+) -> tuple[dict, AdversarialAutoencoder, L.Trainer]:
+    """Two epochs (warm-up, then the game) saved to last.ckpt, then resumed to a third."""
+    datamodule, model, trainer_cfg = build(compose_cfg, *RESUME_OVERRIDES)
+    fit(datamodule, model, trainer_cfg, [ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    datamodule, resumed, trainer_cfg = build(compose_cfg, *RESUME_OVERRIDES)
+    trainer = fit(datamodule, resumed, trainer_cfg, callbacks, ckpt_path=last, max_epochs=3)
+    return saved, resumed, trainer
+
+
+def test_resume_restores_both_optimizers_and_adv_weights(compose_cfg, tmp_path: Path) -> None:
+    start = CaptureStart()
+    saved, _, trainer = train_then_resume(compose_cfg, tmp_path, [start])
+    assert saved["epoch"] == 1 and saved["global_step"] == 3 * BATCHES
+    assert not torch.equal(saved["state_dict"]["adv_weights"], torch.tensor([0.01]))  # the game moved them
+    assert len(start.optimizer_states) == len(saved["optimizer_states"]) == 2
+    for restored, state in zip(start.optimizer_states, saved["optimizer_states"], strict=True):
+        assert_same_state(restored, state)
+    assert torch.equal(start.adv_weights, saved["state_dict"]["adv_weights"])
+    assert start.global_step == saved["global_step"]
+    assert trainer.global_step == saved["global_step"] + 2 * BATCHES
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(compose_cfg, tmp_path: Path) -> None:
+    """Nothing in training is random but the data order, a function of (seed, epoch): resuming
+    at an epoch end must give bit-identical weights."""
+    _, resumed, _ = train_then_resume(compose_cfg, tmp_path)
+    datamodule, straight, trainer_cfg = build(compose_cfg, *RESUME_OVERRIDES)
+    fit(datamodule, straight, trainer_cfg, max_epochs=3)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -1,0 +1,44 @@
+"""The report's protocols (conf/experiment/): each composes with the sizes, epochs and model section 5 states."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
+
+# name: dataset, module class, recursion depth, loss, train / val / test sizes, epochs.
+PROTOCOLS = {
+    "mnist_ae": ("mnist", RecursiveAutoencoder, 0, "mse", 3000, 600, 600, 100),
+    "cifar10_ae": ("cifar10", RecursiveAutoencoder, 0, "bce", 10000, 2000, 2000, 200),
+    "cifar10_rae": ("cifar10", RecursiveAutoencoder, 2, "bce", 10000, 2000, 2000, 150),
+    "mnist_ae_gan": ("mnist", AdversarialAutoencoder, 0, "mse", 7000, 2000, 2000, 200),
+    "cifar10_ae_gan": ("cifar10", AdversarialAutoencoder, 0, "bce", 20000, 2000, 2000, 20),
+    "cifar10_rae_gan": ("cifar10", AdversarialAutoencoder, 2, "bce", 20000, 2000, 2000, 20),
+}
+FULL_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}  # train, test images
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_experiment_sets_the_reports_protocol(name: str) -> None:
+    dataset, module, depth, loss, train, val, test, epochs = PROTOCOLS[name]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={name}"])
+    assert (cfg.data.dataset, cfg.data.train_size, cfg.data.val_size, cfg.data.test_size) == (dataset, train, val, test)
+    assert cfg.trainer.max_epochs == epochs
+    assert train + val <= FULL_SIZES[dataset][0] and test <= FULL_SIZES[dataset][1]
+    model = instantiate(cfg.model)
+    assert type(model) is module
+    assert (model.depth, model.loss_name) == (depth, loss)
+
+
+def test_experiments_match_the_makefiles_reproduce_list() -> None:
+    makefile = (Path(CONF_DIR).parent / "Makefile").read_text()
+    listed = re.search(r"^EXPERIMENTS \?= (.+)$", makefile, re.MULTILINE)[1].split(",")
+    files = {p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml")}
+    assert set(listed) == files == set(PROTOCOLS)

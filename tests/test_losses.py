@@ -1,0 +1,93 @@
+"""The pure loss functions, game statistics and balance policies, against hand computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.losses import (
+    check_choice,
+    discriminator_loss,
+    fool_rates,
+    generator_losses,
+    real_accuracy,
+    reconstruction_losses,
+    report_freezes_discriminator,
+    target_weights,
+)
+
+# Two judged steps of four fakes each; a logit of exactly 0 is D(x') = 0.5, which is not "real".
+FAKE_LOGITS = torch.tensor([[2.0, -1.0, 0.0, 3.0], [-2.0, -0.5, -4.0, 1.0]])
+
+
+@pytest.fixture
+def logits_and_target() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(3, 2, 1, 5, 5, generator=generator)  # (S, B, C, H, W)
+    target = torch.rand(2, 1, 5, 5, generator=generator)
+    return logits, target
+
+
+def test_bce_equals_torch_bce_on_sigmoid_outputs(logits_and_target: tuple[torch.Tensor, torch.Tensor]) -> None:
+    logits, target = logits_and_target
+    expected = torch.stack([F.binary_cross_entropy(torch.sigmoid(step), target) for step in logits])
+    torch.testing.assert_close(reconstruction_losses(logits, target, "bce"), expected)
+
+
+def test_mse_compares_sigmoid_images(logits_and_target: tuple[torch.Tensor, torch.Tensor]) -> None:
+    logits, target = logits_and_target
+    expected = torch.stack([F.mse_loss(torch.sigmoid(step), target) for step in logits])
+    torch.testing.assert_close(reconstruction_losses(logits, target, "mse"), expected)
+
+
+def test_discriminator_loss_is_bce_real_one_fake_zero() -> None:
+    real = torch.tensor([1.5, -0.5, 2.0, 0.3])
+    d_real, d_fake = torch.sigmoid(real), torch.sigmoid(FAKE_LOGITS)
+    expected = 0.5 * (-torch.log(d_real).mean() - torch.log(1 - d_fake).mean())
+    torch.testing.assert_close(discriminator_loss(real, FAKE_LOGITS), expected)
+
+
+def test_generator_losses_per_step() -> None:
+    d_fake = torch.sigmoid(FAKE_LOGITS)
+    torch.testing.assert_close(generator_losses(FAKE_LOGITS, "minimax"), torch.log(1 - d_fake).mean(1))
+    torch.testing.assert_close(generator_losses(FAKE_LOGITS, "non_saturating"), -torch.log(d_fake).mean(1))
+
+
+def test_fool_rate_and_accuracy_by_hand() -> None:
+    # Step 0: 2.0 and 3.0 fool D (0.0 does not); step 1: only 1.0 does.
+    torch.testing.assert_close(fool_rates(FAKE_LOGITS), torch.tensor([0.5, 0.25]))
+    assert real_accuracy(torch.tensor([1.0, -1.0, 0.0, 0.1, 5.0])).item() == pytest.approx(3 / 5)
+
+
+@pytest.mark.parametrize(
+    ("fake_logits", "frozen"),
+    [
+        (torch.tensor([-1.0, -2.0, -3.0, 1.0]), True),  # accuracy 0.75
+        (torch.tensor([-1.0, -2.0, 3.0, 1.0]), False),  # exactly 0.5: not more than half
+        (torch.tensor([[-1.0, 2.0], [-3.0, 0.0]]), False),  # 0 is not told apart: 2 of 4 correct
+        (torch.tensor([[-1.0, -2.0], [-3.0, 0.0]]), True),  # 3 of 4 correct over all steps
+        (torch.tensor([1.0, 2.0, 3.0, 4.0]), False),
+    ],
+)
+def test_report_freezes_d_only_above_half_fake_accuracy(fake_logits: torch.Tensor, frozen: bool) -> None:
+    result = report_freezes_discriminator(fake_logits)
+    assert type(result) is bool and result is frozen
+
+
+def test_target_weights_steer_toward_half_and_stay_bounded() -> None:
+    weights = torch.tensor([0.05, 0.05, 0.05])
+    rates = torch.tensor([0.0, 0.5, 1.0])
+    updated = target_weights(weights, rates, gain=0.01, low=0.0, high=0.1)
+    torch.testing.assert_close(updated, torch.tensor([0.055, 0.05, 0.045]))
+    assert torch.equal(weights, torch.tensor([0.05, 0.05, 0.05]))  # the input is not modified
+    # Far from 50% with a large gain: clamped to the bounds.
+    clamped = target_weights(torch.tensor([0.09, 0.01]), torch.tensor([0.0, 1.0]), gain=1.0, low=0.005, high=0.1)
+    torch.testing.assert_close(clamped, torch.tensor([0.1, 0.005]))
+
+
+def test_check_choice_names_the_override() -> None:
+    assert check_choice("loss", "bce", ("mse", "bce")) == "bce"
+    with pytest.raises(UserError, match=r"model\.loss='l1' is not one of: mse, bce"):
+        check_choice("loss", "l1", ("mse", "bce"))
