@@ -142,8 +142,12 @@ class DeviceBatches:
         self.images, self.sampler = images, sampler
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for indices in self.sampler:
-            yield self.images[indices.to(self.images.device, non_blocking=True)]
+        batches = list(self.sampler)  # drawn lazily, at the first batch (after set_epoch)
+        if not batches:
+            return
+        order = torch.cat(batches).to(self.images.device)  # one host-to-device copy per epoch
+        for indices in order.split([len(b) for b in batches]):
+            yield self.images[indices]
 
     def __len__(self) -> int:
         return len(self.sampler)

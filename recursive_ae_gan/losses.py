@@ -77,9 +77,7 @@ def report_freezes_discriminator(fake_logits: torch.Tensor) -> bool:
     return bool(fake_accuracy > 0.5)
 
 
-def target_weights(
-    weights: torch.Tensor, rates: torch.Tensor, gain: float, low: float, high: float
-) -> torch.Tensor:
+def target_weights(weights: torch.Tensor, rates: torch.Tensor, gain: float, low: float, high: float) -> torch.Tensor:
     """One step of the ``target`` policy: move each step's adversarial weight toward a 50% fool rate.
 
     A bounded proportional controller (in the spirit of BEGAN's k_t): a step that fools D less

@@ -162,7 +162,9 @@ class RecursiveAutoencoder(L.LightningModule):
         self.log(f"{split}/loss", per_step.sum(), prog_bar=split == "val", batch_size=len(x))
         images = torch.sigmoid(logits.float())
         input_spread = x.std(0, unbiased=False).mean().clamp_min(1e-8)
-        for step, (step_logits, step_images, metrics) in enumerate(zip(logits, images, self.metrics[split])):
+        for step, (step_logits, step_images, metrics) in enumerate(
+            zip(logits, images, self.metrics[split], strict=True)
+        ):
             metrics["mse"].update(step_images, x)
             metrics["bce"].update(step_logits, x)
             metrics["psnr"].update(step_images, x)
@@ -226,7 +228,10 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         check_choice("balance", balance, BALANCE_POLICIES)
         low, high = adv_weight_bounds
         if not 0 <= low <= adv_weight <= high:
-            raise UserError(f"need 0 <= model.adv_weight_bounds[0] <= model.adv_weight <= [1], got {low}, {adv_weight}, {high}")
+            raise UserError(
+                f"need 0 <= model.adv_weight_bounds[0] <= model.adv_weight <= model.adv_weight_bounds[1], "
+                f"got {low}, {adv_weight}, {high}"
+            )
         self.automatic_optimization = False
         self.discriminator = discriminator
         if compile:
@@ -237,7 +242,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             {
                 split: nn.ModuleDict(
                     {"d_real_acc": MeanMetric()}
-                    | {f"step_{i}/{name}": MeanMetric() for i in range(self.eval_depth + 1) for name in ("d_fake_mean", "fool_rate")}
+                    | {
+                        f"step_{i}/{name}": MeanMetric()
+                        for i in range(self.eval_depth + 1)
+                        for name in ("d_fake_mean", "fool_rate")
+                    }
                 )
                 for split in ("val", "test")
             }

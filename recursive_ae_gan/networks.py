@@ -50,9 +50,12 @@ class MnistAutoencoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
-            *_conv_block(nn.Conv2d(1, 16, 3, padding=1), 16), nn.MaxPool2d(2),  # (B, 16, 14, 14)
-            *_conv_block(nn.Conv2d(16, 32, 3, padding=1), 32), nn.MaxPool2d(2),  # (B, 32, 7, 7)
-            *_conv_block(nn.Conv2d(32, 64, 3, padding=1), 64), nn.MaxPool2d(2),  # (B, 64, 3, 3)
+            *_conv_block(nn.Conv2d(1, 16, 3, padding=1), 16),
+            nn.MaxPool2d(2),  # (B, 16, 14, 14)
+            *_conv_block(nn.Conv2d(16, 32, 3, padding=1), 32),
+            nn.MaxPool2d(2),  # (B, 32, 7, 7)
+            *_conv_block(nn.Conv2d(32, 64, 3, padding=1), 64),
+            nn.MaxPool2d(2),  # (B, 64, 3, 3)
             nn.Flatten(),  # (B, 576)
             *_linear_block(576, 128),
             *_linear_block(128, 64),
@@ -93,15 +96,19 @@ class Cifar10Autoencoder(nn.Module):
 
         self.encoder = nn.Sequential(
             *keep(3, 8),  # (B, 8, 32, 32)
-            *down(8, 16), *keep(16, 16),  # (B, 16, 16, 16)
-            *down(16, 32), *keep(32, 32),  # (B, 32, 8, 8)
+            *down(8, 16),
+            *keep(16, 16),  # (B, 16, 16, 16)
+            *down(16, 32),
+            *keep(32, 32),  # (B, 32, 8, 8)
             *down(32, 64),  # (B, 64, 4, 4)
             nn.Conv2d(64, 64, 3, padding=1),  # (B, 64, 4, 4): the code
         )
         self.decoder = nn.Sequential(
             *keep(64, 64),
-            *up(64, 32), *keep(32, 32),  # (B, 32, 8, 8)
-            *up(32, 16), *keep(16, 16),  # (B, 16, 16, 16)
+            *up(64, 32),
+            *keep(32, 32),  # (B, 32, 8, 8)
+            *up(32, 16),
+            *keep(16, 16),  # (B, 16, 16, 16)
             *up(16, 8),  # (B, 8, 32, 32)
             nn.Conv2d(8, 3, 3, padding=1),  # (B, 3, 32, 32)
         )
@@ -129,7 +136,7 @@ class MLPDiscriminator(nn.Module):
             raise ValueError(f"the report's discriminator has 4 layers: give 3 hidden sizes, not {list(hidden)}")
         sizes = [int(torch.tensor(image_shape).prod()), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for n_in, n_out in zip(sizes, sizes[1:]):
+        for n_in, n_out in zip(sizes, sizes[1:], strict=False):
             layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
         layers.append(nn.Linear(sizes[-1], 1))
         self.net = nn.Sequential(*layers)

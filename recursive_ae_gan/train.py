@@ -60,7 +60,8 @@ def train(cfg: DictConfig) -> dict:
             logger.log_hyperparams({**datamodule.hparams, **model.hparams}, metrics={"hp_metric": metrics[score_name]})
     variation = metrics["test/step_0/variation"]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
-    result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name], **metrics}
+    status = "collapsed" if collapsed else "ok"
+    result = {"status": status, "score_name": score_name, "score": metrics[score_name], **metrics}
     Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if collapsed:
         raise CollapsedRunError(

@@ -27,8 +27,7 @@ def build(compose_cfg, *overrides: str) -> tuple[ImageDataModule, AdversarialAut
     """Datamodule, model and the trainer config from the composed real config (seeded)."""
     cfg = compose_cfg("model=ae_gan", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", *overrides)
     L.seed_everything(cfg.seed)
-    # As train() builds it: plain lists in the hyperparameters, so checkpoints load weights-only.
-    return instantiate(cfg.data), instantiate(cfg.model, _convert_="all"), cfg.trainer
+    return instantiate(cfg.data), instantiate(cfg.model), cfg.trainer
 
 
 def fit(
