@@ -209,3 +209,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(compose_cfg, tmp_pat
     fit(datamodule, straight, trainer_cfg, max_epochs=3)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_configured_schedulers_are_stepped_by_hand_once_per_epoch(compose_cfg) -> None:
+    """Manual optimization steps no scheduler by itself: the module steps both, once per epoch."""
+    scheduler = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}"
+    datamodule, model, trainer_cfg = build(compose_cfg, scheduler, "model.warmup_epochs=1")
+    trainer = fit(datamodule, model, trainer_cfg, max_epochs=2)
+    ae_lr, d_lr = (opt.param_groups[0]["lr"] for opt in trainer.optimizers)
+    assert ae_lr == pytest.approx(model.hparams.lr / 4)
+    assert d_lr == pytest.approx(model.hparams.d_lr / 4)

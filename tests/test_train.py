@@ -34,8 +34,11 @@ def test_training_lowers_the_loss_and_fills_the_run_dir(compose_cfg, tmp_path: P
     assert result["test/loss"] < 0.5 * untrained_loss
     assert result["score_name"] == "test/step_0/mse" and result["score"] == result["test/step_0/mse"]
     assert json.loads((tmp_path / "metrics.json").read_text()) == result
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # last.ckpt is the final state (the tested weights), whether or not the last epoch was the best.
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 7 and last["global_step"] == 8 * BATCHES
     assert len(list((tmp_path / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    assert not list((tmp_path / "checkpoints").glob("last-v*.ckpt"))
 
     # Lightning reopens the writer for testing and hparams: read the whole folder.
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
