@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -155,3 +157,32 @@ def test_cli_collapsed_model_fails_with_one_line(data_root: Path, tmp_path: Path
     assert_one_line_error(process, "collapsed", "collapse_threshold=0.1")
     metrics = json.loads((run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["status"] == "collapsed" and metrics["test/step_0/variation"] < 0.1
+
+
+def test_ctrl_c_keeps_the_run_in_last_ckpt(data_root: Path, tmp_path: Path) -> None:
+    """Ctrl-C mid-training: Lightning shuts down gracefully and last.ckpt holds the state reached."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recursive_ae_gan.train",
+            *fixture_overrides(data_root, tmp_path),
+            "trainer.max_epochs=100000",
+        ],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")):  # training is under way
+        assert process.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "Detected KeyboardInterrupt" in stderr and "Traceback" not in stderr
+    checkpoint = torch.load(run_dir(tmp_path) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] > 0
+    assert not (run_dir(tmp_path) / "metrics.json").exists()  # an interrupted run is not tested
