@@ -217,7 +217,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         adv_loss: str = "minimax",
         balance: str = "target",
         target_gain: float = 0.002,
-        adv_weight_bounds: Sequence[float] = (0.0, 1.0),
+        adv_weight_bounds: Sequence[float] = (0.0, 0.1),
         scheduler: SchedulerFactory | None = None,
         eval_depth: int | None = None,
         compile: bool = False,
