@@ -238,6 +238,15 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             self.discriminator.compile()
         # One adversarial weight per judged step; a buffer, so checkpoints carry the controller's state.
         self.register_buffer("adv_weights", torch.full((recursion_depth + 1,), float(adv_weight)))
+        steps = range(recursion_depth + 1)
+        self.game_stat_names = [
+            "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
+            *(f"train/step_{i}/fool_rate" for i in steps),
+            *(f"train/step_{i}/d_fake_mean" for i in steps),
+            *(f"train/step_{i}/adv_weight" for i in steps),
+        ]  # fmt: skip
+        self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
+        self.game_batches = 0
         self.game_metrics = nn.ModuleDict(
             {
                 split: nn.ModuleDict(
@@ -292,19 +301,20 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             self.adv_weights.copy_(target_weights(self.adv_weights, rates, self.hparams.target_gain, low, high))
 
         self._log_reconstruction(rec_per_step, rec_loss + g_loss)
-        logs = {
-            "train/rec_loss": rec_loss,
-            "train/g_loss": g_loss.detach(),
-            "train/d_loss": d_loss.detach(),
-            "train/d_real_acc": real_accuracy(real_logits.detach()),
-            "train/d_frozen": float(frozen),
-        }
+        # The game's statistics are summed on the device and logged as epoch means: ~20 self.log calls
+        # per batch would cost more than a whole training step of a small model.
         d_fake_mean = torch.sigmoid(fake_logits.detach().float()).mean(1)
-        for i in range(steps):
-            logs[f"train/step_{i}/fool_rate"] = rates[i]
-            logs[f"train/step_{i}/d_fake_mean"] = d_fake_mean[i]
-            logs[f"train/step_{i}/adv_weight"] = self.adv_weights[i] if self.hparams.balance == "target" else weights
-        self.log_dict(logs)
+        batch_stats = torch.cat(
+            [
+                torch.stack([rec_loss.detach(), g_loss.detach(), d_loss.detach(), real_accuracy(real_logits.detach())]),
+                rates.new_full((1,), float(frozen)),  # a fill on the device, not a host-to-device copy
+                rates,
+                d_fake_mean,
+                weights if torch.is_tensor(weights) else rates.new_full((steps,), weights),
+            ]
+        )
+        self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
+        self.game_batches += 1
 
     def _optimize(self, optimizer, loss: torch.Tensor, toggle: bool = True) -> None:
         if toggle:
@@ -316,7 +326,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             self.untoggle_optimizer(optimizer)
 
     def on_train_epoch_end(self) -> None:
-        """Manual optimization steps no scheduler by itself: step them once per epoch."""
+        """Log the game's epoch means; step the schedulers (manual optimization steps none by itself)."""
+        if self.game_batches:
+            means = self.game_stats_sum / self.game_batches
+            self.log_dict(dict(zip(self.game_stat_names, means, strict=True)))
+            self.game_stats_sum, self.game_batches = None, 0
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
