@@ -228,10 +228,6 @@ class ImageDataModule(L.LightningDataModule):
             "test": test_pool[test_order[:test_size]],
         }
 
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.splits["train"].shape[1:])
-
     def _device(self) -> torch.device:
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 

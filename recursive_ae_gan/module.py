@@ -32,7 +32,6 @@ from recursive_ae_gan.losses import (
     target_weights,
 )
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
