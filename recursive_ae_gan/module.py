@@ -269,32 +269,30 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         rec_per_step = reconstruction_losses(logits, x, self.loss_name)
         rec_loss = rec_per_step.sum()
         if self.in_warmup():
-            self._optimize(opt_ae, rec_loss)
+            with self.toggled_optimizer(opt_ae):
+                self._step(opt_ae, rec_loss)
             self._log_reconstruction(rec_per_step, rec_loss)
             return
         fakes = torch.sigmoid(logits)
         steps, batch = fakes.shape[:2]
 
         # Discriminator: real images against every step's detached reconstructions, one call.
-        self.toggle_optimizer(opt_d)
-        d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
-        real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        rates = fool_rates(fake_logits.detach())
-        frozen = self.hparams.balance == "report" and report_freezes_discriminator(fake_logits)
-        if not frozen:
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opt_d.step()
-        self.untoggle_optimizer(opt_d)
+        with self.toggled_optimizer(opt_d):
+            d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
+            real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
+            d_loss = discriminator_loss(real_logits, fake_logits)
+            rates = fool_rates(fake_logits.detach())
+            frozen = self.hparams.balance == "report" and report_freezes_discriminator(fake_logits)
+            if not frozen:
+                self._step(opt_d, d_loss)
 
         # Autoencoder: reconstruction plus the weighted adversarial loss, D frozen by the toggle.
-        self.toggle_optimizer(opt_ae)
-        g_per_step = generator_losses(self.discriminator(fakes.flatten(0, 1)).view(steps, batch), self.hparams.adv_loss)
-        weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
-        g_loss = (weights * g_per_step).mean()
-        self._optimize(opt_ae, rec_loss + g_loss, toggle=False)
-        self.untoggle_optimizer(opt_ae)
+        with self.toggled_optimizer(opt_ae):
+            fake_logits_for_ae = self.discriminator(fakes.flatten(0, 1)).view(steps, batch)
+            g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
+            weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
+            g_loss = (weights * g_per_step).mean()
+            self._step(opt_ae, rec_loss + g_loss)
         if self.hparams.balance == "target":
             low, high = self.hparams.adv_weight_bounds
             self.adv_weights.copy_(target_weights(self.adv_weights, rates, self.hparams.target_gain, low, high))
@@ -315,14 +313,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
         self.game_batches += 1
 
-    def _optimize(self, optimizer, loss: torch.Tensor, toggle: bool = True) -> None:
-        if toggle:
-            self.toggle_optimizer(optimizer)
+    def _step(self, optimizer, loss: torch.Tensor) -> None:
+        """One manual optimizer step; the caller has toggled ``optimizer`` (freezing the other net)."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
-        if toggle:
-            self.untoggle_optimizer(optimizer)
 
     def on_train_epoch_end(self) -> None:
         """Log the game's epoch means; step the schedulers (manual optimization steps none by itself)."""
@@ -330,8 +325,8 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             means = self.game_stats_sum / self.game_batches
             self.log_dict(dict(zip(self.game_stat_names, means, strict=True)))
             self.game_stats_sum, self.game_batches = None, 0
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+        schedulers = self.lr_schedulers() or []  # None, one scheduler, or a list
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
     def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
