@@ -10,31 +10,38 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from recursive_ae_gan.errors import UserError
-
-RECONSTRUCTION_LOSSES = ("mse", "bce")
-ADVERSARIAL_LOSSES = ("minimax", "non_saturating")
-BALANCE_POLICIES = ("alternate", "report", "target")
 
 
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``; else a one-line error naming the override."""
-    if value not in choices:
-        raise UserError(f"model.{name}={value!r} is not one of: {', '.join(choices)}")
-    return value
+def cycle_depths(batch_size: int, depth: int, batch_idx: int) -> torch.Tensor:
+    """The report's depth cycling (section 4.3): the step each image of a training batch trains.
+
+    Image j of batch i trains step ``(i + j) mod (depth + 1)``: within a batch the steps take turns,
+    and each batch starts one step later than the one before. Over any ``depth + 1`` consecutive
+    batches of size B, every step trains exactly B images: a share of 1 / (depth + 1) each.
+    """
+    return (torch.arange(batch_size) + batch_idx) % (depth + 1)
 
 
-def reconstruction_losses(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+def reconstruction_losses(
+    logits: torch.Tensor, target: torch.Tensor, kind: str, depths: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean reconstruction loss of each step: ``(S, B, C, H, W)`` logits -> ``(S,)``.
 
     ``bce`` uses the logits form (safe under bf16 autocast); ``mse`` compares sigmoid images.
+    With ``depths`` ``(B,)``, step s averages only over the images whose depth is s (0 if none).
     """
     target = target.unsqueeze(0).expand_as(logits)
     if kind == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
-    else:
+    elif kind == "mse":
         per_pixel = (torch.sigmoid(logits.float()) - target).square()
-    return per_pixel.flatten(1).mean(1)
+    else:
+        raise ValueError(f"unknown reconstruction loss {kind!r}: mse or bce")
+    per_image = per_pixel.flatten(2).mean(2)  # (S, B)
+    if depths is None:
+        return per_image.mean(1)
+    chosen = depths.unsqueeze(0) == torch.arange(len(logits), device=depths.device).unsqueeze(1)  # (S, B)
+    return (per_image * chosen).sum(1) / chosen.sum(1).clamp_min(1)
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -67,14 +74,14 @@ def real_accuracy(real_logits: torch.Tensor) -> torch.Tensor:
     return (real_logits > 0).float().mean()
 
 
-def report_freezes_discriminator(fake_logits: torch.Tensor) -> bool:
+def report_freezes_discriminator(rates: torch.Tensor) -> bool:
     """The report's rule: freeze D while it tells fakes with more than 50% accuracy.
 
-    Returns a Python bool, so it synchronises with the device once per batch: the price of a
-    data-dependent branch, paid only under ``balance=report``.
+    ``rates`` are the steps' fool rates; D's accuracy on fakes is one minus their mean. Returns a
+    Python bool, so it synchronises with the device once per batch: the price of a data-dependent
+    branch, paid only under ``balance=report``.
     """
-    fake_accuracy = (fake_logits < 0).float().mean()
-    return bool(fake_accuracy > 0.5)
+    return bool(1 - rates.mean() > 0.5)
 
 
 def target_weights(weights: torch.Tensor, rates: torch.Tensor, gain: float, low: float, high: float) -> torch.Tensor:

@@ -9,20 +9,19 @@ AE is k = 0. The adversarial model's discriminator judges every step 0..k.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric, MeanSquaredError, Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.errors import DivergedError, UserError
 from recursive_ae_gan.losses import (
-    ADVERSARIAL_LOSSES,
-    BALANCE_POLICIES,
-    RECONSTRUCTION_LOSSES,
-    check_choice,
+    cycle_depths,
     discriminator_loss,
     fool_rates,
     generator_losses,
@@ -32,7 +31,7 @@ from recursive_ae_gan.losses import (
     target_weights,
 )
 
-SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
 
 
 class PixelBCE(Metric):
@@ -74,16 +73,28 @@ def adam(params, lr: float, betas: Sequence[float]) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
 
 
+def build(spec: NetSpec, image_shape: Sequence[int]) -> nn.Module:
+    """A network from its config, sized for ``image_shape`` (the data's ``(C, H, W)``)."""
+    return instantiate(spec, image_shape=list(image_shape), _convert_="all")
+
+
 class RecursiveAutoencoder(L.LightningModule):
     """AE (``recursion_depth=0``) and RAE (k > 0) trained on reconstruction alone.
 
+    The networks are given as configs and built here, so that the checkpoint's hyperparameters
+    (plain dicts and lists) rebuild the model anywhere: ``RecursiveAutoencoder.load_from_checkpoint(path)``.
+
     Args:
-        net: the autoencoder; returns logits (see ``networks``).
+        net: the autoencoder's config (``conf/model/net/``); it returns logits (see ``networks``).
+        image_shape: ``(C, H, W)`` of the data, which sizes the networks.
         recursion_depth: k, the last recursion step trained.
+        depth_schedule: ``sum``: every image trains steps 0..k, losses summed with equal weights;
+            ``cycle``: the report's section 4.3, each image trains one step, cycling 0, 1, ..,
+            k through the batch (see ``losses.cycle_depths``).
         loss: ``mse`` or ``bce``; ``None`` takes the network's default (the report's: MNIST mse,
-            CIFAR10 bce).
+            CIFAR10 bce; the ``conv`` network: bce).
         lr / betas: Adam's, for the autoencoder (report: lr 0.005).
-        scheduler: optional factory ``optimizer -> LRScheduler``, stepped once per epoch.
+        scheduler: optional LR scheduler config (its optimizer argument left out), stepped once per epoch.
         eval_depth: last step evaluated on val/test (default k; ``evaluate`` looks further).
         compile: ``torch.compile`` the networks (in place, so checkpoint keys do not change).
         channels_last: run the convolutions in channels-last memory format.
@@ -91,32 +102,33 @@ class RecursiveAutoencoder(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: NetSpec,
+        image_shape: Sequence[int],
         recursion_depth: int = 0,
-        loss: str | None = None,
+        depth_schedule: Literal["sum", "cycle"] = "sum",
+        loss: Literal["mse", "bce"] | None = None,
         lr: float = 5e-3,
         betas: Sequence[float] = (0.9, 0.999),
-        scheduler: SchedulerFactory | None = None,
+        scheduler: dict | None = None,
         eval_depth: int | None = None,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if recursion_depth < 0:
-            raise UserError(f"model.recursion_depth must be >= 0, got {recursion_depth}")
-        self.save_hyperparameters(ignore=["net", "discriminator", "scheduler"])
-        self.net = net
-        self.loss_name = check_choice("loss", loss or net.default_loss, RECONSTRUCTION_LOSSES)
+        self.save_hyperparameters()
+        self.net = build(net, image_shape)
+        self.loss_name = loss or getattr(self.net, "default_loss", "bce")
         self.depth = recursion_depth
         self.eval_depth = recursion_depth if eval_depth is None else eval_depth
         if self.eval_depth < recursion_depth:
-            raise UserError(f"eval_depth={eval_depth} must be >= model.recursion_depth={recursion_depth}")
-        self.scheduler_factory = scheduler
+            raise UserError(f"model.eval_depth={eval_depth} must be >= model.recursion_depth={recursion_depth}")
         self.channels_last = channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
+        # Epoch means as metrics: under DDP they are summed over every rank's batches, not averaged per rank.
+        self.epoch_losses = nn.ModuleDict({split: MeanMetric() for split in ("train", "val", "test")})
         self.metrics = nn.ModuleDict(
             {split: nn.ModuleList(_step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
         )
@@ -137,14 +149,39 @@ class RecursiveAutoencoder(L.LightningModule):
         """Images of steps 0..depth in [0, 1]: ``(depth + 1, B, C, H, W)``."""
         return torch.sigmoid(self.reconstruct(x, depth))
 
+    def training_losses(self, logits: torch.Tensor, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The reconstruction loss of each trained step ``(S,)``, under the depth schedule."""
+        if self.hparams.depth_schedule == "cycle":
+            depths = cycle_depths(len(x), self.depth, batch_idx).to(x.device)
+            return reconstruction_losses(logits, x, self.loss_name, depths)
+        return reconstruction_losses(logits, x, self.loss_name)
+
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        per_step = reconstruction_losses(self.reconstruct(x), x, self.loss_name)
+        per_step = self.training_losses(self.reconstruct(x), x, batch_idx)
         loss = per_step.sum()
+        self.check_finite(loss, "training loss", batch_idx)
         self._log_reconstruction(per_step, loss)
         return loss
 
+    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
+        """Stop the run at the step where ``loss`` stops being finite, before it reaches the weights.
+
+        One host sync per step; under DDP the ranks agree first, so that none waits on another.
+        """
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite:
+            raise DivergedError(
+                f"training diverged: the {what} is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
+                f"(global step {self.global_step}); lower {self.lr_settings()}"
+            )
+
+    def lr_settings(self) -> str:
+        return f"model.lr (now {self.hparams.lr})"
+
     def _log_reconstruction(self, per_step: torch.Tensor, loss: torch.Tensor) -> None:
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss_step", loss, prog_bar=True)  # this rank's, every step (no sync)
+        self.epoch_losses["train"].update(loss.detach())
+        self.log("train/loss_epoch", self.epoch_losses["train"], on_step=False, on_epoch=True)
         if self.depth > 0:
             self.log_dict({f"train/step_{i}/rec_loss": v for i, v in enumerate(per_step)})
 
@@ -158,7 +195,8 @@ class RecursiveAutoencoder(L.LightningModule):
         """Update and log the split's per-step metrics; returns the step images ``(S, B, C, H, W)``."""
         logits = self.reconstruct(x, self.eval_depth)
         per_step = reconstruction_losses(logits[: self.depth + 1], x, self.loss_name)
-        self.log(f"{split}/loss", per_step.sum(), prog_bar=split == "val", batch_size=len(x))
+        self.epoch_losses[split].update(per_step.sum(), len(x))
+        self.log(f"{split}/loss", self.epoch_losses[split], prog_bar=split == "val", batch_size=len(x))
         images = torch.sigmoid(logits.float())
         input_spread = x.std(0, unbiased=False).mean().clamp_min(1e-8)
         for step, (step_logits, step_images, metrics) in enumerate(
@@ -173,11 +211,18 @@ class RecursiveAutoencoder(L.LightningModule):
                 self.log(f"{split}/step_{step}/{name}", metric, batch_size=len(x))
         return images
 
+    def predict_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Images of steps 0..eval_depth ``(S, B, C, H, W)``: ``Trainer.predict`` (``reconstruct`` command)."""
+        return self(x, self.eval_depth)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return instantiate(self.hparams.scheduler, _partial_=True)(optimizer)
+
     def configure_optimizers(self):
         optimizer = adam(self.net.parameters(), self.hparams.lr, self.hparams.betas)
-        if self.scheduler_factory is None:
+        if self.hparams.scheduler is None:
             return optimizer
-        return [optimizer], [self.scheduler_factory(optimizer)]
+        return [optimizer], [self.make_scheduler(optimizer)]
 
 
 class AdversarialAutoencoder(RecursiveAutoencoder):
@@ -189,8 +234,12 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
     weighted). Manual optimization, so ``global_step`` grows by 2 per batch (1 in warm-up or
     when the report's policy freezes D).
 
+    Under DDP the ranks agree on the game's data-dependent decisions (the fool rates that steer the
+    ``target`` weights, the ``report`` policy's freeze) by averaging them first, so that every rank
+    takes the same steps.
+
     Args (beyond ``RecursiveAutoencoder``'s):
-        discriminator: maps images to one logit each.
+        discriminator: the discriminator's config (``conf/model/discriminator/``): images -> one logit each.
         d_lr / d_betas: Adam's, for the discriminator (report: lr 0.001).
         warmup_epochs: epochs of reconstruction-only training before the game starts.
         adv_weight: weight of the adversarial loss (initial weight under ``target``).
@@ -203,28 +252,31 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     def __init__(
         self,
-        net: nn.Module,
-        discriminator: nn.Module,
+        net: NetSpec,
+        discriminator: NetSpec,
+        image_shape: Sequence[int],
         recursion_depth: int = 0,
-        loss: str | None = None,
+        depth_schedule: Literal["sum", "cycle"] = "sum",
+        loss: Literal["mse", "bce"] | None = None,
         lr: float = 5e-3,
         betas: Sequence[float] = (0.9, 0.999),
         d_lr: float = 1e-3,
         d_betas: Sequence[float] = (0.9, 0.999),
         warmup_epochs: int = 5,
         adv_weight: float = 0.01,
-        adv_loss: str = "minimax",
-        balance: str = "target",
+        adv_loss: Literal["minimax", "non_saturating"] = "minimax",
+        balance: Literal["alternate", "report", "target"] = "target",
         target_gain: float = 0.002,
         adv_weight_bounds: Sequence[float] = (0.0, 0.1),
-        scheduler: SchedulerFactory | None = None,
+        scheduler: dict | None = None,
         eval_depth: int | None = None,
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        super().__init__(net, recursion_depth, loss, lr, betas, scheduler, eval_depth, compile, channels_last)
-        check_choice("adv_loss", adv_loss, ADVERSARIAL_LOSSES)
-        check_choice("balance", balance, BALANCE_POLICIES)
+        super().__init__(
+            net, image_shape, recursion_depth, depth_schedule, loss, lr, betas, scheduler, eval_depth, compile,
+            channels_last,
+        )  # fmt: skip
         low, high = adv_weight_bounds
         if not 0 <= low <= adv_weight <= high:
             raise UserError(
@@ -232,7 +284,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
                 f"got {low}, {adv_weight}, {high}"
             )
         self.automatic_optimization = False
-        self.discriminator = discriminator
+        self.discriminator = build(discriminator, image_shape)
         if compile:
             self.discriminator.compile()
         # One adversarial weight per judged step; a buffer, so checkpoints carry the controller's state.
@@ -266,9 +318,10 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
         opt_ae, opt_d = self.optimizers()
         logits = self.reconstruct(x)  # (S, B, C, H, W)
-        rec_per_step = reconstruction_losses(logits, x, self.loss_name)
+        rec_per_step = self.training_losses(logits, x, batch_idx)
         rec_loss = rec_per_step.sum()
         if self.in_warmup():
+            self.check_finite(rec_loss, "reconstruction loss", batch_idx)
             with self.toggled_optimizer(opt_ae):
                 self._step(opt_ae, rec_loss)
             self._log_reconstruction(rec_per_step, rec_loss)
@@ -281,8 +334,9 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
             real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
             d_loss = discriminator_loss(real_logits, fake_logits)
-            rates = fool_rates(fake_logits.detach())
-            frozen = self.hparams.balance == "report" and report_freezes_discriminator(fake_logits)
+            self.check_finite(d_loss, "discriminator loss", batch_idx)
+            rates = self.trainer.strategy.reduce(fool_rates(fake_logits.detach()), reduce_op="mean")
+            frozen = self.hparams.balance == "report" and report_freezes_discriminator(rates)
             if not frozen:
                 self._step(opt_d, d_loss)
 
@@ -292,6 +346,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
             weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
             g_loss = (weights * g_per_step).mean()
+            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx)
             self._step(opt_ae, rec_loss + g_loss)
         if self.hparams.balance == "target":
             low, high = self.hparams.adv_weight_bounds
@@ -322,11 +377,12 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
     def on_train_epoch_end(self) -> None:
         """Log the game's epoch means; step the schedulers (manual optimization steps none by itself)."""
         if self.game_batches:
-            means = self.game_stats_sum / self.game_batches
-            self.log_dict(dict(zip(self.game_stat_names, means, strict=True)))
+            means = self.game_stats_sum / self.game_batches  # every rank has as many batches: mean of means
+            self.log_dict(dict(zip(self.game_stat_names, means, strict=True)), sync_dist=True)
             self.game_stats_sum, self.game_batches = None, 0
-        schedulers = self.lr_schedulers() or []  # None, one scheduler, or a list
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        schedulers = self.lr_schedulers() or []  # None, or one per optimizer: [autoencoder, discriminator]
+        # D does not step in warm-up: its schedule starts with the game (no step before its optimizer's).
+        for scheduler in schedulers[:1] if self.in_warmup() else schedulers:
             scheduler.step()
 
     def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
@@ -344,11 +400,14 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             self.log(f"{split}/{name}", metric, batch_size=batch)
         return images
 
+    def lr_settings(self) -> str:
+        return f"model.lr (now {self.hparams.lr}) or model.d_lr (now {self.hparams.d_lr})"
+
     def configure_optimizers(self):
         optimizers = [
             adam(self.net.parameters(), self.hparams.lr, self.hparams.betas),
             adam(self.discriminator.parameters(), self.hparams.d_lr, self.hparams.d_betas),
         ]
-        if self.scheduler_factory is None:
+        if self.hparams.scheduler is None:
             return optimizers
-        return optimizers, [self.scheduler_factory(opt) for opt in optimizers]
+        return optimizers, [self.make_scheduler(opt) for opt in optimizers]

@@ -1,0 +1,165 @@
+"""One batch sampler for every data path, and the loaders over it.
+
+``BatchIndexSampler`` yields one index tensor per batch. It decides everything about order:
+the epoch's seeded shuffle (a function of ``(seed, epoch)`` only), each DDP rank's share, and
+where a resumed epoch continues. The loaders only turn index batches into image batches:
+
+* ``DeviceBatches``: the images live on the accelerator and are indexed there;
+* ``BatchLoader``: a ``DataLoader`` over an in-memory tensor or, streaming, over files decoded
+  in worker processes.
+
+Both loaders are *stateful* in Lightning's sense (``state_dict`` / ``load_state_dict``): Lightning
+stores their position in every checkpoint and hands it back on resume, so a run resumed from a
+checkpoint written mid-epoch continues with the next batch of the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of epoch ``epoch``: a function of (seed, epoch) only, so resumable."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class BatchIndexSampler(Sampler[torch.Tensor]):
+    """Index batches of one split for one rank.
+
+    Training (``shuffle=True``): the epoch's batches are those of one process, dealt round-robin
+    to the ``world_size`` ranks (rank r takes batches r, r + N, ...). DDP needs every rank to step
+    equally often, so when the count does not divide evenly the last round wraps around to the
+    epoch's first batches (as ``DistributedSampler`` pads with repeated samples).
+    Evaluation (``shuffle=False``): images in order, cut into ``world_size`` contiguous shares
+    without padding, so that every image is evaluated exactly once.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done), from a checkpoint
+        self.start = 0  # batches of this epoch skipped by the current pass
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def epoch_batches(self) -> list[torch.Tensor]:
+        """This rank's batches of the current epoch, all of them."""
+        if not self.shuffle:
+            share = torch.arange(self.n).tensor_split(self.world_size)[self.rank]
+            return list(share.split(self.batch_size))
+        batches = list(epoch_permutation(self.n, self.seed, self.epoch).split(self.batch_size))
+        rounds = ceil_div(len(batches), self.world_size)
+        padded = batches + batches[: rounds * self.world_size - len(batches)]
+        return padded[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator: the order is drawn at the first batch, after Lightning's set_epoch and
+        # load_state_dict (which on resume both come after iter()).
+        batches = self.epoch_batches()
+        self.start = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            self.start = self.resume_at[1]
+        self.resume_at = None
+        yield from batches[self.start :]
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            share = self.n // self.world_size + (self.rank < self.n % self.world_size)
+            return ceil_div(share, self.batch_size)
+        return ceil_div(ceil_div(self.n, self.batch_size), self.world_size)
+
+
+class _Resumable:
+    """Counts the batches handed out this epoch; Lightning saves and restores the count."""
+
+    sampler: BatchIndexSampler
+    done = 0
+
+    def _counted(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for count, batch in enumerate(batches, start=1):
+            self.done = self.sampler.start + count  # start is known once the first batch is drawn
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches_done": self.done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at = (state["epoch"], state["batches_done"])
+
+
+class DeviceBatches(_Resumable):
+    """The on-device loader: the images stay on the accelerator and are indexed there."""
+
+    def __init__(self, images: torch.Tensor, sampler: BatchIndexSampler) -> None:
+        self.images, self.sampler = images, sampler
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self._counted(self._batches())
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        batches = list(self.sampler)  # drawn lazily, at the first batch (after set_epoch)
+        if not batches:
+            return
+        order = torch.cat(batches).to(self.images.device)  # one host-to-device copy per epoch
+        for indices in order.split([len(b) for b in batches]):
+            yield self.images[indices]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class BatchLoader(_Resumable, DataLoader):
+    """A DataLoader of whole batches: the sampler yields index batches, the dataset returns them stacked."""
+
+    def __init__(self, dataset: Dataset, sampler: BatchIndexSampler, num_workers: int, pin_memory: bool) -> None:
+        super().__init__(
+            dataset,
+            sampler=sampler,
+            batch_size=None,  # the sampler already yields whole batches
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            pin_memory=pin_memory,
+        )
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # Counted here, not in the sampler: workers draw index batches ahead of what training consumed.
+        return self._counted(super().__iter__())
+
+
+class ImageBatches(Dataset):
+    """``images[indices]`` for a whole batch of indices at once (in memory)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.images[indices]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class StreamedBatches(Dataset):
+    """A batch of items read from disk (in a worker process): ``items[pool_indices[indices]]`` stacked."""
+
+    def __init__(self, items: Dataset, pool_indices: torch.Tensor) -> None:
+        self.items, self.pool_indices = items, pool_indices
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.items[int(i)] for i in self.pool_indices[indices]])
+
+    def __len__(self) -> int:
+        return len(self.pool_indices)

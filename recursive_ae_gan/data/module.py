@@ -1,0 +1,209 @@
+"""``ImageDataModule``: any torchvision image dataset, or a folder of images, as seeded splits.
+
+Small datasets are held in memory as one uint8 tensor ``(N, C, H, W)``, so a batch is one index
+into that tensor, not ``batch_size`` calls to ``__getitem__``; with ``on_device`` the tensor lives
+on the GPU and batches never cross the bus. Datasets past ``max_memory_gb`` (or with
+``in_memory=false``) stream instead: DataLoader workers decode each batch from disk. Every path
+draws its batches from the same seeded ``BatchIndexSampler``, so all give the same batches.
+Batches travel as uint8 and become floats in [0, 1] (``ToTensor``'s scaling) on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+
+from recursive_ae_gan.data.loaders import (
+    BatchIndexSampler,
+    BatchLoader,
+    DeviceBatches,
+    ImageBatches,
+    StreamedBatches,
+)
+from recursive_ae_gan.data.sources import (
+    FOLDER,
+    FileItems,
+    ImageItems,
+    TorchvisionItems,
+    image_files,
+    open_dataset,
+    read_all,
+)
+from recursive_ae_gan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class ImageDataModule(L.LightningDataModule):
+    """A seeded train / val / test split of an image dataset.
+
+    Args:
+        dataset: import path of a torchvision image dataset class (e.g. ``torchvision.datasets.MNIST``),
+            or ``folder``: the image files under ``root`` (ImageFolder's layout, or flat).
+        root: the dataset's folder (torchvision's layout for a torchvision class).
+        download: fetch a torchvision dataset that is missing (the class must support ``download``).
+        verify: keep torchvision's md5 checks; ``False`` loads partial or re-packed copies.
+        train_split / test_split: the class's arguments that select its training / test pool, e.g.
+            ``{train: true}`` or ``{split: train}``. ``test_split: null`` (and every folder) draws the
+            test images from the training pool too.
+        channels / image_size: convert every image to 1 or 3 channels and to image_size x image_size
+            (resize the short side, centre-crop); ``null`` keeps the data's own.
+        in_memory: hold the images in memory (``None``: when they fit in ``max_memory_gb``), else
+            stream them from disk with ``num_workers`` worker processes.
+        batch_size: images per batch (all splits; per process under DDP).
+        train_size / val_size / test_size: subset sizes (``None``: all that is left).
+        split_seed: which images go to train / val / test; apart from ``seed`` so that runs with
+            different training seeds see the same data.
+        seed: seeds the per-epoch shuffling of the training set.
+        num_workers: DataLoader workers: 0 is fastest in memory, streaming wants several.
+        on_device: keep the in-memory data on the accelerator; ``None`` means yes on a GPU.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str = "data",
+        download: bool = False,
+        verify: bool = True,
+        train_split: dict | None = None,
+        test_split: dict | None = None,
+        channels: Literal[1, 3] | None = None,
+        image_size: int | None = None,
+        in_memory: bool | None = None,
+        max_memory_gb: float = 4.0,
+        batch_size: int = 128,
+        train_size: int | None = None,
+        val_size: int = 1000,
+        test_size: int | None = None,
+        split_seed: int = 0,
+        seed: int = 0,
+        num_workers: int = 0,
+        on_device: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.name = dataset.rpartition(".")[2]  # for messages: MNIST, CIFAR10, folder
+        self.splits: dict[str, torch.Tensor] = {}  # in memory: uint8 (N, C, H, W) per split
+        self.streamed: dict[str, StreamedBatches] = {}  # streaming: files per split
+
+    def _root(self) -> Path:
+        return Path(self.hparams.root).expanduser().resolve()
+
+    def _items(self, split: dict | None) -> ImageItems:
+        hp = self.hparams
+        if hp.dataset == FOLDER:
+            if hp.image_size is None or hp.channels is None:
+                raise UserError("data=folder needs data.image_size and data.channels (1 or 3)")
+            return FileItems(image_files(self._root()), str(self._root()), hp.channels, hp.image_size)
+        dataset = open_dataset(hp.dataset, self._root(), split or {}, hp.verify, download=False)
+        return TorchvisionItems(dataset, self.name, hp.channels, hp.image_size)
+
+    def prepare_data(self) -> None:
+        hp = self.hparams
+        if hp.download and hp.dataset != FOLDER:
+            for split in [hp.train_split] + ([hp.test_split] if hp.test_split is not None else []):
+                open_dataset(hp.dataset, self._root(), split or {}, hp.verify, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits or self.streamed:
+            return
+        hp = self.hparams
+        pools = {"train": self._items(hp.train_split)}
+        if hp.dataset != FOLDER and hp.test_split is not None:
+            pools["test"] = self._items(hp.test_split)
+        in_memory = hp.in_memory if hp.in_memory is not None else self._fits(pools)
+        if hp.on_device and not in_memory:
+            raise UserError("data.on_device=true needs the images in memory: set data.in_memory=true or on_device=false")
+        read = {name: read_all(items, hp.num_workers, keep=in_memory) for name, items in pools.items()}
+        indices = self._split({name: len(good) for name, (_, good) in read.items()})
+        for split, (pool, positions) in indices.items():
+            images, good = read[pool]
+            if in_memory:
+                self.splits[split] = images[positions]
+            else:
+                self.streamed[split] = StreamedBatches(pools[pool], torch.tensor(good)[positions])
+        if not in_memory:
+            log.info("streaming %s from disk with %d workers", self.name, hp.num_workers)
+
+    def _fits(self, pools: dict[str, ImageItems]) -> bool:
+        first = pools["train"][0]
+        total = sum(len(items) for items in pools.values()) * first.numel()
+        return total <= self.hparams.max_memory_gb * 2**30
+
+    def _split(self, pool_sizes: dict[str, int]) -> dict[str, tuple[str, torch.Tensor]]:
+        """Each split's pool and positions in it: a seeded permutation of each pool, cut in order."""
+        hp = self.hparams
+        train_pool = pool_sizes["train"]
+        separate_test = "test" in pool_sizes
+        test_pool = pool_sizes["test"] if separate_test else train_pool
+        test_size = hp.test_size if hp.test_size is not None else (test_pool if separate_test else 0)
+        if not separate_test and test_size == 0:
+            raise UserError(f"{self.name} has no test split: set data.test_size=N to hold out N of its images")
+        if test_size > test_pool:
+            raise UserError(
+                f"data.test_size={test_size} exceeds the {test_pool} test images of {self.name} in {self._root()}; "
+                f"lower it"
+            )
+        held_out = hp.val_size + (0 if separate_test else test_size)
+        train_size = hp.train_size if hp.train_size is not None else train_pool - held_out
+        if train_size < 1 or train_size + held_out > train_pool:
+            raise UserError(
+                f"data.train_size={hp.train_size} + data.val_size={hp.val_size}"
+                f"{'' if separate_test else f' + data.test_size={test_size}'} needs more than the {train_pool} "
+                f"training images of {self.name} in {self._root()}; lower them"
+            )
+        generator = torch.Generator().manual_seed(hp.split_seed)
+        order = torch.randperm(train_pool, generator=generator)
+        test_order = torch.randperm(test_pool, generator=generator) if separate_test else order[held_out - test_size:]
+        return {
+            "val": ("train", order[: hp.val_size]),
+            "train": ("train", order[held_out : held_out + train_size]),
+            "test": ("test" if separate_test else "train", test_order[:test_size]),
+        }
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images, known after ``setup``."""
+        return tuple(self.images("val", 1).shape[1:])
+
+    def images(self, split: str, n: int | None = None) -> torch.Tensor:
+        """The first ``n`` (all) images of ``split`` as uint8 ``(n, C, H, W)``, on either path."""
+        data = self.splits.get(split)
+        if data is None:
+            data = self.streamed[split]
+        return data[torch.arange(len(data) if n is None else min(n, len(data)))]
+
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _loader(self, split: str) -> BatchLoader | DeviceBatches:
+        hp = self.hparams
+        in_memory = split in self.splits
+        data = self.splits[split] if in_memory else self.streamed[split]
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = BatchIndexSampler(len(data), hp.batch_size, split == "train", hp.seed, rank, world_size)
+        device = self._device()
+        on_device = hp.on_device if hp.on_device is not None else device.type == "cuda" and in_memory
+        if on_device:
+            return DeviceBatches(data.to(device), sampler)
+        dataset = ImageBatches(data) if in_memory else data
+        return BatchLoader(dataset, sampler, hp.num_workers, pin_memory=device.type == "cuda")
+
+    def train_dataloader(self) -> BatchLoader | DeviceBatches:
+        return self._loader("train")
+
+    def val_dataloader(self) -> BatchLoader | DeviceBatches:
+        return self._loader("val")
+
+    def test_dataloader(self) -> BatchLoader | DeviceBatches:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
+        """uint8 -> float in [0, 1] on the device: ``ToTensor``'s scaling, 4x less to copy."""
+        return batch.float().div_(255)

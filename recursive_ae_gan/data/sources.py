@@ -1,0 +1,245 @@
+"""Where images come from: any torchvision image dataset class, or a folder of image files.
+
+Both kinds are seen through one interface, a map-style dataset of uint8 images ``(C, H, W)``
+(``ImageItems``), converted to the configured channels and size by one function
+(``convert``). The in-memory path stacks every item once; the streaming path reads items in
+DataLoader workers at batch time. Since both call the same item function, they give the
+same images.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from unittest import mock
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import VisionDataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as F
+
+from recursive_ae_gan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FOLDER = "folder"  # data.dataset value of a folder of image files
+
+
+def convert(images: torch.Tensor, channels: int | None, size: int | None) -> torch.Tensor:
+    """uint8 ``(..., C, H, W)`` to ``channels`` (1 or 3) and ``size`` x ``size`` (resize the short side,
+    centre-crop); ``None`` keeps what the data has."""
+    if channels == 1 and images.shape[-3] == 3:
+        images = F.rgb_to_grayscale(images)
+    elif channels == 3 and images.shape[-3] == 1:
+        images = images.expand(*images.shape[:-3], 3, *images.shape[-2:]).contiguous()
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        images = F.center_crop(F.resize(images, size, antialias=True), [size, size])
+    return images
+
+
+class ImageItems(Dataset):
+    """A map-style dataset of converted uint8 images ``(C, H, W)``, whatever the source."""
+
+    name: str
+
+    def item_names(self) -> Sequence[str] | None:
+        """File names of the items (for messages), where items are files."""
+        return None
+
+
+class TorchvisionItems(ImageItems):
+    """The images of a torchvision dataset object (labels dropped)."""
+
+    def __init__(self, dataset: VisionDataset, name: str, channels: int | None, size: int | None) -> None:
+        self.dataset, self.name, self.channels, self.size = dataset, name, channels, size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.dataset[index][0]
+        if isinstance(image, Image.Image):
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("RGB")
+            image = F.pil_to_tensor(image)
+        return convert(image, self.channels, self.size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def stacked(self) -> torch.Tensor | None:
+        """All images at once from the dataset's in-memory array (``.data``), when it holds exactly
+        the items: much faster than one item at a time. ``None`` when it does not."""
+        data = getattr(self.dataset, "data", None)
+        if data is None or len(data) != len(self) or len(self) == 0:
+            return None
+        data = torch.as_tensor(data)
+        if data.dtype != torch.uint8:
+            return None
+        raw = self.dataset[0][0]
+        first = F.pil_to_tensor(raw.convert("RGB") if raw.mode not in ("L", "RGB") else raw)
+        layouts = {3: [data.unsqueeze(1)], 4: [data, data.permute(0, 3, 1, 2)]}.get(data.dim(), [])
+        for images in layouts:  # (N, H, W), or (N, C, H, W) / (N, H, W, C)
+            if images.shape[1:] == first.shape and torch.equal(images[0], first):
+                return convert(images.contiguous(), self.channels, self.size)
+        return None
+
+
+class FileItems(ImageItems):
+    """Image files decoded with torchvision.io, converted to ``channels`` and ``size``."""
+
+    def __init__(self, paths: Sequence[Path], name: str, channels: int, size: int) -> None:
+        self.paths, self.name, self.channels, self.size = list(paths), name, channels, size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        mode = ImageReadMode.GRAY if self.channels == 1 else ImageReadMode.RGB
+        path = self.paths[index]
+        try:
+            image = decode_image(str(path), mode=mode)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise UserError(f"cannot decode {path}: {first_line(err)}") from None
+        return convert(image, self.channels, self.size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def item_names(self) -> Sequence[str]:
+        return [str(p) for p in self.paths]
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image file under ``root`` (ImageFolder's class sub-folders or flat), sorted."""
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}; set data.root=DIR to a folder of image files")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not paths:
+        raise UserError(f"no image files ({', '.join(IMG_EXTENSIONS)}) under {root}; set data.root=DIR")
+    return paths
+
+
+class _Checked(Dataset):
+    """``(index, image)``, or ``(index, error message)`` for an item that cannot be read."""
+
+    def __init__(self, items: ImageItems, keep: bool) -> None:
+        self.items, self.keep = items, keep
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
+        try:
+            image = self.items[index]
+        except UserError as err:
+            return index, str(err)
+        return index, image if self.keep else torch.empty(0, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def read_all(items: ImageItems, num_workers: int, keep: bool) -> tuple[torch.Tensor | None, list[int]]:
+    """Read every item once (in ``num_workers`` processes): the stacked images when ``keep``, and the
+    indices of the readable items. Unreadable ones are skipped and named in one warning."""
+    if keep and isinstance(items, TorchvisionItems) and (stacked := items.stacked()) is not None:
+        return stacked, list(range(len(items)))
+    loader = DataLoader(_Checked(items, keep), batch_size=None, num_workers=num_workers)
+    good, images, bad = [], [], []
+    for index, result in loader:
+        if isinstance(result, str):
+            bad.append(result)
+        else:
+            good.append(index)
+            images.append(result)
+    if bad:
+        shown = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        log.warning("skipped %d unreadable image file(s) of %d in %s: %s", len(bad), len(items), items.name, shown)
+    if not good:
+        raise UserError(f"none of the {len(items)} image files in {items.name} can be read; check data.root")
+    return (torch.stack(images) if keep else None), good
+
+
+def dataset_class(path: str) -> type[VisionDataset]:
+    """The torchvision dataset class named by ``data.dataset`` (an import path)."""
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except ImportError:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Dataset)):
+        raise UserError(
+            f"data.dataset={path!r} is not an importable dataset class: give an import path such as "
+            f"torchvision.datasets.FashionMNIST, or 'folder' for a folder of image files"
+        )
+    return cls
+
+
+@contextmanager
+def unverified() -> Iterator[None]:
+    """torchvision's integrity checks test that files exist, not their md5 sums (``data.verify=false``)."""
+    with mock.patch("torchvision.datasets.utils.check_md5", return_value=True):
+        yield
+
+
+def _not_found(err: BaseException) -> bool:
+    return isinstance(err, RuntimeError) and "not found" in str(err).lower()
+
+
+def _file_being_read(err: BaseException, root: Path) -> str | None:
+    """The file under ``root`` that a failing reader was reading: a path among its frames' locals."""
+    found = None
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        for value in frame.f_locals.values():
+            if isinstance(value, str | Path) and Path(value).is_file() and root in Path(value).resolve().parents:
+                found = str(value)
+    return found
+
+
+def _construct(cls: type[VisionDataset], root: Path, split: dict, verify: bool, download: bool) -> VisionDataset:
+    with nullcontext() if verify else unverified():
+        return cls(str(root), download=download, **split) if download else cls(str(root), **split)
+
+
+def open_dataset(path: str, root: Path, split: dict, verify: bool, download: bool) -> VisionDataset:
+    """Construct a torchvision dataset; every failure becomes one line that says what to change."""
+    cls = dataset_class(path)
+    name = cls.__name__
+    try:
+        return _construct(cls, root, split, verify, download=False)
+    except Exception as err:  # torchvision readers raise many kinds; each is classified below
+        if not _not_found(err):
+            where = _file_being_read(err, root) or root
+            raise UserError(
+                f"cannot read {name} from {where}: {first_line(err)} (a truncated or corrupt file?); delete the "
+                f"damaged files and set data.download=true, or point data.root to a good copy"
+            ) from None
+        if verify and _loads(cls, root, split):
+            raise UserError(
+                f"{name} files in {root} fail torchvision's md5 check (a partial or re-packed copy?); set "
+                f"data.verify=false to load them unverified"
+            ) from None
+        if not download:
+            raise UserError(
+                f"{name} not found in {root} (torchvision: {first_line(err)}); set data.root=DIR to the folder "
+                f"holding it, or data.download=true to fetch it"
+            ) from None
+    try:
+        return _construct(cls, root, split, verify, download=True)
+    except Exception as err:  # network errors are OSErrors, torchvision's own are RuntimeErrors
+        raise UserError(
+            f"downloading {name} into {root} failed ({first_line(err)}); without network, set data.root=DIR to a "
+            f"folder that already holds it (torchvision's layout) and data.download=false"
+        ) from None
+
+
+def _loads(cls: type[VisionDataset], root: Path, split: dict) -> bool:
+    try:
+        _construct(cls, root, split, verify=False, download=False)
+    except Exception:  # any failure: the files are not merely unverified
+        return False
+    return True
