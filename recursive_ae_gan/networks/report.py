@@ -1,8 +1,5 @@
-"""The report's networks: the MNIST and CIFAR10 autoencoders and the discriminators.
-
-Every autoencoder returns *logits*; callers apply ``torch.sigmoid`` to get images in [0, 1].
-Keeping the logits lets the BCE loss use its numerically safe ``*_with_logits`` form, which
-stays correct under bf16 autocast.
+"""The report's networks: the MNIST and CIFAR10 autoencoders (``model/net=report``, the image
+shape picks one) and the MLP discriminator (``model/discriminator=mlp``).
 
 Where the report is ambiguous (section 4.2), the choices are written down here:
 
@@ -24,12 +21,14 @@ Where the report is ambiguous (section 4.2), the choices are written down here:
   so that one call on a concatenation of batches equals separate calls.
 """
 
-from __future__ import annotations
-
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.networks.shapes import chw, override, shape_str
 
 
 def _conv_block(conv: nn.Module, channels: int) -> list[nn.Module]:
@@ -117,14 +116,16 @@ class Cifar10Autoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-AUTOENCODERS: dict[str, type[nn.Module]] = {"mnist": MnistAutoencoder, "cifar10": Cifar10Autoencoder}
-
-
-def autoencoder_for(dataset: str) -> nn.Module:
-    """The report's autoencoder for ``dataset`` (the dataset picks the network)."""
-    if dataset not in AUTOENCODERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(AUTOENCODERS)}")
-    return AUTOENCODERS[dataset]()
+def report_autoencoder(image_shape: Sequence[int]) -> MnistAutoencoder | Cifar10Autoencoder:
+    """The report's autoencoder for the data's image shape: the shape, not a dataset name, picks it."""
+    shape = chw(image_shape)
+    for net_class in (MnistAutoencoder, Cifar10Autoencoder):
+        if shape == net_class.image_shape:
+            return net_class()
+    raise UserError(
+        "model/net=report is the report's network for 1x28x28 (MNIST) or 3x32x32 (CIFAR10) images, "
+        f"but the data gives {shape_str(shape)} images; use model/net=conv"
+    )
 
 
 class MLPDiscriminator(nn.Module):
@@ -132,9 +133,13 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, image_shape: Sequence[int], hidden: Sequence[int] = (512, 256, 128)) -> None:
         super().__init__()
+        hidden = [int(h) for h in hidden]
         if len(hidden) != 3:
-            raise ValueError(f"the report's discriminator has 4 layers: give 3 hidden sizes, not {list(hidden)}")
-        sizes = [int(torch.tensor(image_shape).prod()), *hidden]
+            raise UserError(
+                f"model.discriminator.hidden={override(hidden)} must list 3 hidden sizes: "
+                "the report's discriminator has 4 layers"
+            )
+        sizes = [math.prod(chw(image_shape)), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
         for n_in, n_out in zip(sizes, sizes[1:], strict=False):
             layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
@@ -143,10 +148,3 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)  # (B,) logits
-
-
-def discriminator_for(dataset: str, hidden: Sequence[int] = (512, 256, 128)) -> MLPDiscriminator:
-    """The report's discriminator sized for ``dataset``'s images."""
-    if dataset not in AUTOENCODERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(AUTOENCODERS)}")
-    return MLPDiscriminator(AUTOENCODERS[dataset].image_shape, hidden)

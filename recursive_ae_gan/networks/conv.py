@@ -1,0 +1,177 @@
+"""Convolutional networks for any image size: ``model/net=conv`` and ``model/discriminator=conv``.
+
+Both are built from the data's ``image_shape`` ``(C, H, W)``; the choices:
+
+* ConvAutoencoder generalises the report's CIFAR10 net. Stage i is a 3x3/stride-1/padding-1 conv
+  that keeps the size and sets the width ``widths[i]``, then a 4x4/stride-2/padding-1 conv that
+  halves the size, rounding down (28 -> 14 -> 7 -> 3). Every hidden layer is followed by the norm
+  and LeakyReLU(0.2), as in the report's nets (without them the report's lr 0.005 kills the
+  network, see ``report``). The code is a 3x3 conv on the last feature map (``code_size=None``,
+  as the report's 64x4x4 code) or a Linear layer on it flattened (``code_size=N``); neither the
+  code nor the output logits get a norm or an activation. The decoder is the exact mirror. Each
+  4x4/stride-2 transposed conv doubles the size and, through ``output_padding``, adds back the
+  row or column the encoder's rounding dropped, so any H, W >= 2**stages (odd, or H != W) comes
+  back exactly.
+* ``norm``: batch (the report's), instance (affine), group (gcd(32, C) groups, but at least two
+  channels per group, so that it never degenerates into instance norm), none. Instance norm cannot
+  train on a 1x1 map, so it rejects images that the stages shrink to 1x1.
+* ConvDiscriminator is taming-transformers' PatchGAN (``NLayerDiscriminator``): 4x4/stride-2 convs
+  with LeakyReLU(0.2), then a conv to one logit per patch. It differs in three ways. It has no
+  normalisation (taming uses BatchNorm), so one call on a concatenation of batches equals separate
+  calls, which the adversarial module relies on; spectral norm stabilises it instead. Its last conv
+  is 3x3/padding 1, which keeps the map (taming's 4x4 shrinks it), and a layer halves only while
+  the map is at least 2x2; later layers are 3x3/stride-1. So every image size builds: 28x28 gives
+  a 3x3 patch map, 32x32 a 4x4 one. The patch logits are averaged to one logit per image, (B,),
+  the MLP's contract, so its losses and fool rates mean the same for both discriminators.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.networks.shapes import chw, override, shape_str
+
+Norm = Literal["batch", "instance", "group", "none"]
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "group":
+        groups = math.gcd(32, channels)
+        if groups == channels > 1:
+            groups //= 2  # two channels per group at least: one per group is instance norm
+        return nn.GroupNorm(groups, channels)
+    return nn.Identity()
+
+
+class ConvAutoencoder(nn.Module):
+    """The report's CIFAR10 design for any image size: ``stages`` halvings, one width per stage."""
+
+    default_loss = "bce"
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        stages: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        code_size: int | None = None,
+        norm: Norm = "batch",
+    ) -> None:
+        super().__init__()
+        shape = chw(image_shape)
+        widths = [int(w) for w in widths]
+        sizes = _check_autoencoder(shape, stages, widths, code_size, norm)  # (H, W) before each stage, then the code's
+        self.image_shape = shape
+
+        def block(layer: nn.Module, channels: int) -> list[nn.Module]:
+            return [layer, _norm(norm, channels), nn.LeakyReLU(0.2)]
+
+        encoder: list[nn.Module] = []
+        c_in = shape[0]
+        for width in widths:
+            encoder += block(nn.Conv2d(c_in, width, 3, padding=1), width)
+            encoder += block(nn.Conv2d(width, width, 4, stride=2, padding=1), width)  # (B, width, H // 2, W // 2)
+            c_in = width
+        h_code, w_code = sizes[-1]
+        decoder: list[nn.Module] = []
+        if code_size is None:
+            encoder.append(nn.Conv2d(c_in, c_in, 3, padding=1))  # (B, widths[-1], h_code, w_code): the code
+            decoder += block(nn.Conv2d(c_in, c_in, 3, padding=1), c_in)
+            self.code_size = c_in * h_code * w_code
+        else:
+            encoder += [nn.Flatten(), nn.Linear(c_in * h_code * w_code, code_size)]  # (B, code_size): the code
+            decoder += [nn.Linear(code_size, c_in * h_code * w_code), nn.Unflatten(1, (c_in, h_code, w_code))]
+            decoder += [_norm(norm, c_in), nn.LeakyReLU(0.2)]  # (B, widths[-1], h_code, w_code)
+            self.code_size = code_size
+        for i in reversed(range(stages)):
+            (h, w), (h_half, w_half) = sizes[i], sizes[i + 1]
+            up = nn.ConvTranspose2d(
+                widths[i], widths[i], 4, stride=2, padding=1, output_padding=(h - 2 * h_half, w - 2 * w_half)
+            )
+            decoder += block(up, widths[i])  # (B, widths[i], h, w)
+            if i:
+                decoder += block(nn.Conv2d(widths[i], widths[i - 1], 3, padding=1), widths[i - 1])
+        decoder.append(nn.Conv2d(widths[0], shape[0], 3, padding=1))  # (B, C, H, W) logits
+        self.encoder = nn.Sequential(*encoder)
+        self.decoder = nn.Sequential(*decoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def _check_autoencoder(
+    shape: tuple[int, int, int], stages: int, widths: list[int], code_size: int | None, norm: str
+) -> list[tuple[int, int]]:
+    """One-line errors for overrides that cannot build; returns the (H, W) of every stage's input and of the code."""
+    if stages < 1:
+        raise UserError(f"model.net.stages={stages} must be at least 1")
+    if len(widths) != stages:
+        raise UserError(
+            f"model.net.widths={override(widths)} gives {len(widths)} widths but model.net.stages={stages}: "
+            "give one width per stage"
+        )
+    if min(widths) < 1:
+        raise UserError(f"model.net.widths={override(widths)} must be positive channel counts")
+    if code_size is not None and code_size < 1:
+        raise UserError(f"model.net.code_size={code_size} must be at least 1, or null to keep the conv feature map")
+    if norm not in get_args(Norm):
+        raise UserError(f"model.net.norm={norm} is not one of: {', '.join(get_args(Norm))}")
+    if min(shape[1:]) < 2**stages:
+        raise UserError(
+            f"model.net.stages={stages} halves the image {stages} times, but the data gives {shape_str(shape)} images "
+            f"(at least {2**stages}x{2**stages} needed); lower model.net.stages"
+        )
+    sizes = [shape[1:]]
+    for _ in range(stages):
+        sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
+    if norm == "instance" and math.prod(sizes[-1]) == 1:
+        raise UserError(
+            f"model.net.norm=instance cannot train on the 1x1 maps that model.net.stages={stages} leaves of the "
+            f"data's {shape_str(shape)} images; lower model.net.stages or pick another model.net.norm"
+        )
+    return sizes
+
+
+class ConvDiscriminator(nn.Module):
+    """A PatchGAN discriminator: one logit per patch, averaged to one logit per image."""
+
+    def __init__(
+        self, image_shape: Sequence[int], widths: Sequence[int] = (64, 128, 256), spectral_norm: bool = True
+    ) -> None:
+        super().__init__()
+        shape = chw(image_shape)
+        widths = [int(w) for w in widths]
+        if not widths or min(widths) < 1:
+            raise UserError(
+                f"model.discriminator.widths={override(widths)} must list at least one positive width "
+                f"(one conv layer each) for the data's {shape_str(shape)} images"
+            )
+
+        def conv(*args: int, **kwargs: int) -> nn.Module:
+            layer = nn.Conv2d(*args, **kwargs)
+            return parametrizations.spectral_norm(layer) if spectral_norm else layer
+
+        layers: list[nn.Module] = []
+        c_in, h, w = shape
+        for width in widths:
+            if min(h, w) >= 2:
+                layers.append(conv(c_in, width, 4, stride=2, padding=1))
+                h, w = h // 2, w // 2  # (B, width, h, w)
+            else:
+                layers.append(conv(c_in, width, 3, padding=1))  # a 1-pixel side cannot halve: keep the map
+            layers.append(nn.LeakyReLU(0.2))
+            c_in = width
+        layers.append(conv(c_in, 1, 3, padding=1))  # (B, 1, h, w): one logit per patch
+        self.net = nn.Sequential(*layers)
+        self.patches = (h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).mean(dim=(1, 2, 3))  # (B,) logits
