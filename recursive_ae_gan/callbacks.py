@@ -28,12 +28,12 @@ class ReconstructionGrid(L.Callback):
         self.num_images = num_images
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: RecursiveAutoencoder) -> None:
-        if trainer.sanity_checking or not isinstance(pl_module, RecursiveAutoencoder):
+        if trainer.sanity_checking or not trainer.is_global_zero or not isinstance(pl_module, RecursiveAutoencoder):
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers:
             return
-        images = trainer.datamodule.splits["val"][: self.num_images]  # uint8, fixed across epochs
+        images = trainer.datamodule.images("val", self.num_images)  # uint8, fixed across epochs
         images = trainer.datamodule.on_after_batch_transfer(images.to(pl_module.device), 0)
         grid = reconstruction_grid(pl_module, images, pl_module.eval_depth)
         for logger in loggers:

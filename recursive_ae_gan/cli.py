@@ -8,14 +8,17 @@ full traceback. Only a bug in the package (any other exception) prints a traceba
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.errors import user_error
 
 _OURS = "RECURSIVE_AE_GAN_SET_HYDRA_FULL_ERROR"  # marks the variable as ours in child processes (DDP ranks)
 
@@ -32,22 +35,57 @@ def one_line(err: BaseException) -> str:
                 break
             parts.append(line)
         err = err.__cause__
-    return " ".join(dict.fromkeys(parts)).replace(":", ":", 1)
+    return " ".join(dict.fromkeys(parts))
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet() -> None:
+    """Silence third-party noise, each by its exact message: Lightning's advertisement, its own use of
+    a torch API that torch 2.14 deprecates, and its advice to add workers to in-memory loaders."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip: For seamless cloud"))
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input (a UserError behind any exception, a Hydra or OmegaConf error, a folder that cannot be
+    written) exits with one ``error:`` line and status 1; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except Exception as err:
+        if reason := user_error(err):
+            sys.exit(f"error: {reason}")
+        if isinstance(err, HydraException | OmegaConfBaseException):
+            sys.exit(f"error: {one_line(err)}")
+        if isinstance(err, OSError):  # e.g. Hydra cannot create the run directory
+            where = f" {err.filename}" if err.filename else ""
+            sys.exit(
+                f"error: cannot write{where}: {err.strerror or err}; set paths.log_dir (or hydra.run.dir) to a "
+                f"writable folder"
+            )
+        raise
 
 
 def run(entry: Callable[[], object]) -> None:
-    """Run a ``@hydra.main`` entry point, turning bad input into one ``error:`` line and exit status 1."""
+    """Run a ``@hydra.main`` entry point: a quiet console, and bad input as one ``error:`` line."""
+    quiet()
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and _OURS not in os.environ:
         entry()  # the user asked for Hydra's full tracebacks
         return
     os.environ["HYDRA_FULL_ERROR"] = os.environ[_OURS] = "1"
-    try:
+    with one_line_errors():
         entry()
-    except UserError as err:
-        sys.exit(f"error: {err}")
-    except (HydraException, OmegaConfBaseException) as err:
-        sys.exit(f"error: {one_line(err)}")
-    except OSError as err:  # e.g. Hydra cannot create the run directory
-        where = f" {err.filename}" if err.filename else ""
-        sys.exit(f"error: cannot write{where}: {err.strerror or err}; set paths.log_dir (or hydra.run.dir) to a "
-                 f"writable folder")

@@ -21,3 +21,10 @@ class CollapsedRunError(RunFailed):
     """The trained network outputs (nearly) the same image for every input."""
 
     status = "collapsed"
+
+
+def user_error(err: BaseException | None) -> UserError | None:
+    """The UserError behind ``err``, if any (Hydra's instantiate wraps what constructors raise)."""
+    while err is not None and not isinstance(err, UserError):
+        err = err.__cause__
+    return err

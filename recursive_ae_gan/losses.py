@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def cycle_depths(batch_size: int, depth: int, batch_idx: int) -> torch.Tensor:
     """The report's depth cycling (section 4.3): the step each image of a training batch trains.
 

@@ -128,7 +128,7 @@ class RecursiveAutoencoder(L.LightningModule):
         if compile:
             self.net.compile()
         # Epoch means as metrics: under DDP they are summed over every rank's batches, not averaged per rank.
-        self.epoch_losses = nn.ModuleDict({split: MeanMetric() for split in ("train", "val", "test")})
+        self.epoch_losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
         self.metrics = nn.ModuleDict(
             {split: nn.ModuleList(_step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
         )
@@ -180,8 +180,8 @@ class RecursiveAutoencoder(L.LightningModule):
 
     def _log_reconstruction(self, per_step: torch.Tensor, loss: torch.Tensor) -> None:
         self.log("train/loss_step", loss, prog_bar=True)  # this rank's, every step (no sync)
-        self.epoch_losses["train"].update(loss.detach())
-        self.log("train/loss_epoch", self.epoch_losses["train"], on_step=False, on_epoch=True)
+        self.epoch_losses["train_loss"].update(loss.detach())
+        self.log("train/loss_epoch", self.epoch_losses["train_loss"], on_step=False, on_epoch=True)
         if self.depth > 0:
             self.log_dict({f"train/step_{i}/rec_loss": v for i, v in enumerate(per_step)})
 
@@ -195,8 +195,8 @@ class RecursiveAutoencoder(L.LightningModule):
         """Update and log the split's per-step metrics; returns the step images ``(S, B, C, H, W)``."""
         logits = self.reconstruct(x, self.eval_depth)
         per_step = reconstruction_losses(logits[: self.depth + 1], x, self.loss_name)
-        self.epoch_losses[split].update(per_step.sum(), len(x))
-        self.log(f"{split}/loss", self.epoch_losses[split], prog_bar=split == "val", batch_size=len(x))
+        self.epoch_losses[f"{split}_loss"].update(per_step.sum(), len(x))
+        self.log(f"{split}/loss", self.epoch_losses[f"{split}_loss"], prog_bar=split == "val", batch_size=len(x))
         images = torch.sigmoid(logits.float())
         input_spread = x.std(0, unbiased=False).mean().clamp_min(1e-8)
         for step, (step_logits, step_images, metrics) in enumerate(

@@ -1,7 +1,8 @@
 """Train, then test, one model: ``python -m recursive_ae_gan.train model=rae_gan data=cifar10``.
 
-Composes ``conf/train.yaml``, instantiates the datamodule, model, callbacks, loggers and
-trainer, fits, tests the final weights, and writes ``metrics.json`` into the run directory.
+Composes ``conf/train.yaml``, checks it (``config.check``), instantiates the datamodule, callbacks,
+loggers and trainer, loads the data (its image shape sizes the networks), builds the model, fits,
+tests the final weights, and writes ``metrics.json`` into the run directory (rank 0 only).
 Sweeps: ``python -m recursive_ae_gan.train -m data=mnist,cifar10 model=ae,rae model.recursion_depth=0,1,2``.
 """
 
@@ -10,32 +11,62 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
+import pickle
 import traceback
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan import cli
+from recursive_ae_gan.config import check
+from recursive_ae_gan.errors import CollapsedRunError, RunFailed, UserError, user_error
 
 log = logging.getLogger(__name__)
 
 
-class CollapsedRunError(UserError):
-    """The trained network outputs (nearly) the same image for every input."""
+def write_metrics(cfg: DictConfig, result: dict) -> None:
+    Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
-def user_error(err: BaseException) -> UserError | None:
-    """The UserError behind ``err``, if any (Hydra's instantiate wraps what constructors raise)."""
-    while err is not None and not isinstance(err, UserError):
-        err = err.__cause__
-    return err
+def checked_checkpoint(path: str | None, model: L.LightningModule) -> str | None:
+    """``path`` if it is a readable checkpoint of this model on this data; else a one-line error."""
+    if path is None:
+        return None
+    ckpt = Path(path).expanduser()
+    if not ckpt.is_file():
+        raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/last.ckpt")
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise UserError(f"ckpt_path={ckpt} is not a readable checkpoint ({cli.first_line(err)})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"ckpt_path={ckpt} holds no state_dict: not a Lightning checkpoint")
+    saved, expected = checkpoint["state_dict"], model.state_dict()
+    if saved.keys() != expected.keys() or any(saved[k].shape != expected[k].shape for k in saved):
+        theirs = checkpoint.get("hyper_parameters", {})
+        raise UserError(
+            f"ckpt_path={ckpt} holds another model or image shape ({describe(theirs)}) than this run "
+            f"({describe(model.hparams)}); resume with the overrides of the run that wrote it"
+        )
+    return str(ckpt)
+
+
+def describe(hparams: dict) -> str:
+    net = hparams.get("net", {})
+    parts = [
+        f"net {net.get('_target_', '?').rpartition('.')[2] if isinstance(net, dict) else '?'}",
+        f"discriminator {'yes' if 'discriminator' in hparams else 'no'}",
+        f"recursion_depth {hparams.get('recursion_depth', '?')}",
+        f"images {'x'.join(map(str, hparams.get('image_shape', ['?'])))}",
+    ]
+    return ", ".join(parts)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -43,26 +74,37 @@ def train(cfg: DictConfig) -> dict:
 
     ``score`` is the headline metric: the test reconstruction loss of step 0.
     """
-    L.seed_everything(cfg.seed, workers=True)
+    check(cfg)  # types, ranges and unknown keys, before any data is loaded or any model built
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.local_rank == 0:  # other DDP ranks start later, in fit, and find the data in place
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    L.seed_everything(cfg.seed, workers=True)  # the weights' initialisation
+    model: L.LightningModule = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
+    ckpt_path = checked_checkpoint(cfg.get("ckpt_path"), model)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RunFailed as err:
+        if trainer.is_global_zero:
+            write_metrics(cfg, {"status": err.status, "error": str(err)})
+        raise
     trainer.test(model, datamodule=datamodule)  # the final weights, as the report tests them
-    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(("test/", "val/"))}
 
     score_name = f"test/step_0/{model.loss_name}"
-    for logger in trainer.loggers:  # TensorBoard's HParams tab: the real metric, not a placeholder
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams({**datamodule.hparams, **model.hparams}, metrics={"hp_metric": metrics[score_name]})
     variation = metrics["test/step_0/variation"]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
-    status = "collapsed" if collapsed else "ok"
-    result = {"status": status, "score_name": score_name, "score": metrics[score_name], **metrics}
-    Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name]}
+    result |= metrics
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:  # TensorBoard's HParams tab: the real metric, not a placeholder
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams({**datamodule.hparams, **model.hparams}, metrics={"hp_metric": result["score"]})
+        write_metrics(cfg, result)
     if collapsed:
         raise CollapsedRunError(
             f"the model collapsed: its test reconstructions vary {variation:.3f}x as much as the inputs "
@@ -72,24 +114,25 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the headline test metric for sweepers."""
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+def hydra_main(cfg: DictConfig) -> float:
+    """Hydra's task: train; returns the headline test metric for sweepers."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own
+            return train(cfg)["score"]
     try:
         return train(cfg)["score"]
-    except Exception as err:
-        if not multirun:
-            if reason := user_error(err):
-                print(f"error: {reason}", file=sys.stderr)
-                sys.exit(1)
-            raise
-        # One failed trial must not end the sweep: record why, and go on with the next job.
+    except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
         out = Path(cfg.paths.output_dir)
         (out / "error.log").write_text(traceback.format_exc())
         if not (out / "metrics.json").exists():
-            (out / "metrics.json").write_text(json.dumps({"status": "failed", "error": str(err)}, indent=2) + "\n")
+            write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
         log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
         return math.nan
+
+
+def main() -> None:
+    """``python -m recursive_ae_gan.train``: bad input ends as one ``error:`` line."""
+    cli.run(hydra_main)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ class ImageDataModule(L.LightningDataModule):
             pools["test"] = self._items(hp.test_split)
         in_memory = hp.in_memory if hp.in_memory is not None else self._fits(pools)
         if hp.on_device and not in_memory:
-            raise UserError("data.on_device=true needs the images in memory: set data.in_memory=true or on_device=false")
+            raise UserError(
+                "data.on_device=true needs the images in memory: set data.in_memory=true or on_device=false"
+            )
         read = {name: read_all(items, hp.num_workers, keep=in_memory) for name, items in pools.items()}
         indices = self._split({name: len(good) for name, (_, good) in read.items()})
         for split, (pool, positions) in indices.items():
@@ -160,7 +162,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         generator = torch.Generator().manual_seed(hp.split_seed)
         order = torch.randperm(train_pool, generator=generator)
-        test_order = torch.randperm(test_pool, generator=generator) if separate_test else order[held_out - test_size:]
+        test_order = torch.randperm(test_pool, generator=generator) if separate_test else order[held_out - test_size :]
         return {
             "val": ("train", order[: hp.val_size]),
             "train": ("train", order[held_out : held_out + train_size]),

@@ -25,6 +25,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from recursive_ae_gan.cli import first_line
 from recursive_ae_gan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,11 @@ class TorchvisionItems(ImageItems):
             return None
         raw = self.dataset[0][0]
         first = F.pil_to_tensor(raw.convert("RGB") if raw.mode not in ("L", "RGB") else raw)
-        layouts = {3: [data.unsqueeze(1)], 4: [data, data.permute(0, 3, 1, 2)]}.get(data.dim(), [])
-        for images in layouts:  # (N, H, W), or (N, C, H, W) / (N, H, W, C)
+        if data.dim() == 3:  # (N, H, W)
+            layouts = [data.unsqueeze(1)]
+        else:  # (N, C, H, W) or (N, H, W, C)
+            layouts = [data, data.permute(0, 3, 1, 2)] if data.dim() == 4 else []
+        for images in layouts:
             if images.shape[1:] == first.shape and torch.equal(images[0], first):
                 return convert(images.contiguous(), self.channels, self.size)
         return None
@@ -109,11 +113,6 @@ class FileItems(ImageItems):
 
     def item_names(self) -> Sequence[str]:
         return [str(p) for p in self.paths]
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def image_files(root: Path) -> list[Path]:
@@ -169,7 +168,7 @@ def dataset_class(path: str) -> type[VisionDataset]:
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name) if module else None
-    except ImportError:
+    except (ImportError, AttributeError):
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, Dataset)):
         raise UserError(
