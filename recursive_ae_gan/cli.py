@@ -53,8 +53,8 @@ class _DropMessages(logging.Filter):
 
 
 def quiet() -> None:
-    """Silence third-party noise, each by its exact message: Lightning's advertisement, its own use of
-    a torch API that torch 2.14 deprecates, and its advice to add workers to in-memory loaders."""
+    """Silence third-party noise, each by its exact message: Lightning's advertisements ("💡 Tip: ..."), its
+    own use of a torch API that torch 2.14 deprecates, and its advice to add workers to in-memory loaders."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip: For seamless cloud"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")

@@ -103,6 +103,8 @@ class _Resumable:
 class DeviceBatches(_Resumable):
     """The on-device loader: the images stay on the accelerator and are indexed there."""
 
+    batch_sampler = None  # as a DataLoader with batch_size=None: the sampler yields whole batches (Lightning reads it)
+
     def __init__(self, images: torch.Tensor, sampler: BatchIndexSampler) -> None:
         self.images, self.sampler = images, sampler
 
@@ -135,8 +137,9 @@ class BatchLoader(_Resumable, DataLoader):
         )
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        # Counted here, not in the sampler: workers draw index batches ahead of what training consumed.
-        return self._counted(super().__iter__())
+        # A generator, so that workers start (and draw index batches) at the first batch, after set_epoch
+        # and load_state_dict. Counted here, not in the sampler: workers draw ahead of what training consumed.
+        yield from self._counted(super().__iter__())
 
 
 class ImageBatches(Dataset):

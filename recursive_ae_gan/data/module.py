@@ -11,6 +11,7 @@ Batches travel as uint8 and become floats in [0, 1] (``ToTensor``'s scaling) on 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -134,9 +135,8 @@ class ImageDataModule(L.LightningDataModule):
             log.info("streaming %s from disk with %d workers", self.name, hp.num_workers)
 
     def _fits(self, pools: dict[str, ImageItems]) -> bool:
-        first = pools["train"][0]
-        total = sum(len(items) for items in pools.values()) * first.numel()
-        return total <= self.hparams.max_memory_gb * 2**30
+        image_bytes = math.prod(pools["train"].image_shape())  # uint8
+        return sum(len(items) for items in pools.values()) * image_bytes <= self.hparams.max_memory_gb * 2**30
 
     def _split(self, pool_sizes: dict[str, int]) -> dict[str, tuple[str, torch.Tensor]]:
         """Each split's pool and positions in it: a seeded permutation of each pool, cut in order."""

@@ -18,11 +18,10 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from recursive_ae_gan.cli import first_line
@@ -45,14 +44,19 @@ def convert(images: torch.Tensor, channels: int | None, size: int | None) -> tor
     return images
 
 
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """A PIL image as uint8 ``(C, H, W)``: grayscale stays 1 channel, every other mode becomes RGB."""
+    return F.pil_to_tensor(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+
+
 class ImageItems(Dataset):
     """A map-style dataset of converted uint8 images ``(C, H, W)``, whatever the source."""
 
     name: str
 
-    def item_names(self) -> Sequence[str] | None:
-        """File names of the items (for messages), where items are files."""
-        return None
+    def image_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of every item."""
+        return tuple(self[0].shape)
 
 
 class TorchvisionItems(ImageItems):
@@ -64,9 +68,7 @@ class TorchvisionItems(ImageItems):
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.dataset[index][0]
         if isinstance(image, Image.Image):
-            if image.mode not in ("L", "RGB"):
-                image = image.convert("RGB")
-            image = F.pil_to_tensor(image)
+            image = pil_to_uint8(image)
         return convert(image, self.channels, self.size)
 
     def __len__(self) -> int:
@@ -81,8 +83,7 @@ class TorchvisionItems(ImageItems):
         data = torch.as_tensor(data)
         if data.dtype != torch.uint8:
             return None
-        raw = self.dataset[0][0]
-        first = F.pil_to_tensor(raw.convert("RGB") if raw.mode not in ("L", "RGB") else raw)
+        first = pil_to_uint8(self.dataset[0][0])
         if data.dim() == 3:  # (N, H, W)
             layouts = [data.unsqueeze(1)]
         else:  # (N, C, H, W) or (N, H, W, C)
@@ -94,25 +95,25 @@ class TorchvisionItems(ImageItems):
 
 
 class FileItems(ImageItems):
-    """Image files decoded with torchvision.io, converted to ``channels`` and ``size``."""
+    """Image files decoded with PIL (as torchvision's ImageFolder does), converted to ``channels`` and ``size``."""
 
     def __init__(self, paths: Sequence[Path], name: str, channels: int, size: int) -> None:
         self.paths, self.name, self.channels, self.size = list(paths), name, channels, size
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        mode = ImageReadMode.GRAY if self.channels == 1 else ImageReadMode.RGB
         path = self.paths[index]
         try:
-            image = decode_image(str(path), mode=mode)
-        except (RuntimeError, OSError, ValueError) as err:
+            with Image.open(path) as file:
+                image = pil_to_uint8(file)  # decodes the whole file: truncated data fails here
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise UserError(f"cannot decode {path}: {first_line(err)}") from None
         return convert(image, self.channels, self.size)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def item_names(self) -> Sequence[str]:
-        return [str(p) for p in self.paths]
+    def image_shape(self) -> tuple[int, ...]:
+        return self.channels, self.size, self.size  # known without decoding a file (the first may be corrupt)
 
 
 def image_files(root: Path) -> list[Path]:
