@@ -97,6 +97,8 @@ def check(cfg: DictConfig) -> None:
 
 def check_node(node: DictConfig, key: str) -> None:
     """Check one ``_target_`` node (and the ``_target_`` nodes inside it) against its target's signature."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise UserError(f"{key}={_show(node)} has no _target_: give the class or function it configures")
     try:
         target = get_object(node._target_)
     except Exception as err:  # ImportError, AttributeError, ...: the path does not name an object

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torchmetrics import MeanMetric, MeanSquaredError, Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
@@ -157,19 +158,27 @@ class RecursiveAutoencoder(L.LightningModule):
         return reconstruction_losses(logits, x, self.loss_name)
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        buffers = self.buffer_snapshot()
         per_step = self.training_losses(self.reconstruct(x), x, batch_idx)
         loss = per_step.sum()
-        self.check_finite(loss, "training loss", batch_idx)
+        self.check_finite(loss, "training loss", batch_idx, buffers)
         self._log_reconstruction(per_step, loss)
         return loss
 
-    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
-        """Stop the run at the step where ``loss`` stops being finite, before it reaches the weights.
+    def buffer_snapshot(self) -> torch.Tensor:
+        """The floating buffers (BatchNorm's running statistics, ...) as one vector: a forward pass updates
+        them before its loss can be checked, so a diverged step puts them back."""
+        return parameters_to_vector(b for b in self.buffers() if b.is_floating_point())
+
+    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int, buffers: torch.Tensor) -> None:
+        """Stop the run at the step where ``loss`` stops being finite, before it reaches the weights, with
+        the buffers as they were before the step (``buffers``): last.ckpt keeps the last finite state.
 
         One host sync per step; under DDP the ranks agree first, so that none waits on another.
         """
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
         if not finite:
+            vector_to_parameters(buffers, [b for b in self.buffers() if b.is_floating_point()])
             raise DivergedError(
                 f"training diverged: the {what} is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
                 f"(global step {self.global_step}); lower {self.lr_settings()}"
@@ -317,11 +326,12 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
         opt_ae, opt_d = self.optimizers()
+        buffers = self.buffer_snapshot()
         logits = self.reconstruct(x)  # (S, B, C, H, W)
         rec_per_step = self.training_losses(logits, x, batch_idx)
         rec_loss = rec_per_step.sum()
         if self.in_warmup():
-            self.check_finite(rec_loss, "reconstruction loss", batch_idx)
+            self.check_finite(rec_loss, "reconstruction loss", batch_idx, buffers)
             with self.toggled_optimizer(opt_ae):
                 self._step(opt_ae, rec_loss)
             self._log_reconstruction(rec_per_step, rec_loss)
@@ -334,7 +344,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
             real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
             d_loss = discriminator_loss(real_logits, fake_logits)
-            self.check_finite(d_loss, "discriminator loss", batch_idx)
+            self.check_finite(d_loss, "discriminator loss", batch_idx, buffers)
             rates = self.trainer.strategy.reduce(fool_rates(fake_logits.detach()), reduce_op="mean")
             frozen = self.hparams.balance == "report" and report_freezes_discriminator(rates)
             if not frozen:
@@ -346,7 +356,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
             weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
             g_loss = (weights * g_per_step).mean()
-            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx)
+            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx, buffers)
             self._step(opt_ae, rec_loss + g_loss)
         if self.hparams.balance == "target":
             low, high = self.hparams.adv_weight_bounds
