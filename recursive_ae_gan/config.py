@@ -74,6 +74,7 @@ TOP_LEVEL: dict[str, Any] = {
     "ckpt_path": str | None,
     "collapse_threshold": float,
     "optimized_metric": str | None,
+    "jobs_per_gpu": int,
 }
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "paths")
 

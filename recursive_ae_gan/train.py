@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import pickle
 import traceback
 from pathlib import Path
@@ -27,6 +26,7 @@ from omegaconf import DictConfig
 from recursive_ae_gan import cli
 from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import CollapsedRunError, RunFailed, UserError, user_error
+from recursive_ae_gan.sweeps import objective, pin_job_to_gpu
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +114,25 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def hydra_main(cfg: DictConfig) -> float:
-    """Hydra's task: train; returns the headline test metric for sweepers."""
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra's task: train; returns ``optimized_metric`` (null: ``score``) to sweepers, None for a failed job.
+
+    None, not NaN: the Optuna sweeper records a value that is not a number as a failed trial and goes on,
+    but crashes on NaN (``recursive_ae_gan/sweeps.py``, ``docs/scaling.md``).
+    """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own
-            return train(cfg)["score"]
+            return objective(train(cfg), cfg.optimized_metric)
+    pin_job_to_gpu(HydraConfig.get())  # hydra/launcher=gpus: one GPU per job, before anything touches CUDA
     try:
-        return train(cfg)["score"]
+        return objective(train(cfg), cfg.optimized_metric)
     except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
         out = Path(cfg.paths.output_dir)
         (out / "error.log").write_text(traceback.format_exc())
         if not (out / "metrics.json").exists():
             write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
         log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
-        return math.nan
+        return None
 
 
 def main() -> None:
