@@ -87,8 +87,8 @@ def check(cfg: DictConfig) -> None:
         if key not in TOP_LEVEL:
             raise UserError(f"{key} is not a setting{_did_you_mean(key, [*TOP_LEVEL, *GROUPS])}")
         _check_value(cfg[key], TOP_LEVEL[key], key)
-    if not 0 <= cfg.collapse_threshold <= 1:
-        raise UserError(f"collapse_threshold={cfg.collapse_threshold}: expected a number in [0, 1]")
+    if cfg.collapse_threshold < 0:
+        raise UserError(f"collapse_threshold={cfg.collapse_threshold}: expected a number >= 0")
     for group in ("data", "model", "trainer"):
         check_node(cfg[group], group)
     for group in ("callbacks", "logger"):

@@ -92,8 +92,10 @@ def train(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:
             write_metrics(cfg, {"status": err.status, "error": str(err)})
         raise
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # the last epoch's
     trainer.test(model, datamodule=datamodule)  # the final weights, as the report tests them
-    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(("test/", "val/"))}
+    tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics = dict(sorted((validated | tested).items()))
 
     score_name = f"test/step_0/{model.loss_name}"
     variation = metrics["test/step_0/variation"]
@@ -129,7 +131,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
         out = Path(cfg.paths.output_dir)
         (out / "error.log").write_text(traceback.format_exc())
-        if not (out / "metrics.json").exists():
+        if not isinstance(err, RunFailed):  # a collapsed or diverged run has written its own status
             write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
         log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
         return None

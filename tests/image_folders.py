@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import write_png
-
 from conftest import _images
+from torchvision.io import write_png
 
 
 def write_image_folder(root: Path, n: int = 40, size: int = 48, seed: int = 0, corrupt: bool = True) -> Path:

@@ -79,7 +79,9 @@ def test_a_folder_trains_every_model_on_both_paths(data_root: Path, folder: Path
     # One epoch: rae_gan's default warm-up (5 epochs) would keep its discriminator out; the game runs in
     # test_own_data's torchvision test and in tests/test_adversarial.py.
     sweep = ["model=ae,rae,rae_gan", "data.in_memory=true,false", "data.num_workers=0", "trainer.max_epochs=1"]
-    process = run_cli(data_root, tmp_path, *FOLDER, f"data.root={folder}", *sweep, "collapse_threshold=0", multirun=True)
+    process = run_cli(
+        data_root, tmp_path, *FOLDER, f"data.root={folder}", *sweep, "collapse_threshold=0", multirun=True
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "multiruns").iterdir()
     jobs = sorted(sweep_dir.glob("[0-9]*"), key=lambda p: int(p.name))

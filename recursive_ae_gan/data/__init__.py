@@ -1,4 +1,4 @@
-"""Images for the autoencoders: sources (torchvision classes, folders), the batch sampler and loaders, the data module."""
+"""Images for the autoencoders: sources (torchvision classes, folders), the batch sampler and loaders, the module."""
 
 from recursive_ae_gan.data.loaders import BatchIndexSampler, BatchLoader, DeviceBatches, epoch_permutation
 from recursive_ae_gan.data.module import ImageDataModule
