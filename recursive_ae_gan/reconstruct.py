@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +24,10 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.utils import save_image
 
 from recursive_ae_gan import cli
@@ -44,9 +48,7 @@ def read_checkpoint(ckpt: Path) -> dict:
     try:
         checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise UserError(
-            f"ckpt_path={ckpt} is not a checkpoint that loads with weights_only=True ({cli.first_line(err)})"
-        ) from None
+        raise UserError(f"ckpt_path={ckpt} is not a checkpoint of this package: {unloadable(ckpt, err)}") from None
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not (
         isinstance(hparams, dict)
@@ -62,6 +64,15 @@ def read_checkpoint(ckpt: Path) -> dict:
     return checkpoint
 
 
+def unloadable(ckpt: Path, err: BaseException) -> str:
+    """Why ``torch.load(ckpt, weights_only=True)`` failed, in a few words instead of torch's paragraph."""
+    if not zipfile.is_zipfile(ckpt):
+        return "not a file written by torch.save"
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err)):
+        return f"it holds {found[1]} objects, which weights_only=True refuses (written before model._convert_=all?)"
+    return cli.first_line(err)
+
+
 def model_class(hparams: dict) -> type[RecursiveAutoencoder]:
     """The module that wrote the checkpoint: only the adversarial one has a discriminator config."""
     return AdversarialAutoencoder if "discriminator" in hparams else RecursiveAutoencoder
@@ -70,6 +81,9 @@ def model_class(hparams: dict) -> type[RecursiveAutoencoder]:
 def load_model(ckpt: Path, depth: int | None) -> tuple[RecursiveAutoencoder, int]:
     """The checkpoint's model, ready to predict steps 0..depth, and that depth."""
     hparams = read_checkpoint(ckpt)["hyper_parameters"]
+    _, height, width = hparams["image_shape"]
+    if height != width:  # FileItems converts to squares, as data=folder does
+        raise UserError(f"the model of {ckpt} was trained on {height}x{width} images; reconstruct makes square ones")
     trained = hparams.get("recursion_depth", 0)
     depth = trained + EXTRA_DEPTH if depth is None else depth
     cls = model_class(hparams)
@@ -82,7 +96,7 @@ def load_model(ckpt: Path, depth: int | None) -> tuple[RecursiveAutoencoder, int
             eval_depth=max(depth, trained),
             compile=False,  # compiling costs more than predicting a few images saves
         )
-    except (InstantiationException, TypeError, RuntimeError) as err:  # unknown network, arguments, or weights
+    except (InstantiationException, TypeError, KeyError, RuntimeError) as err:  # unknown network, arguments, weights
         raise UserError(
             f"cannot rebuild the model of ckpt_path={ckpt} as {cls.__name__}: {cli.one_line(err)}"
         ) from None
@@ -103,7 +117,9 @@ def input_files(path: Path, output: Path) -> tuple[list[Path], Path]:
         paths = []
     paths = [p for p in paths if output.resolve() not in p.resolve().parents]
     if not paths:
-        raise UserError(f"no image files under input={path}; give an image file or a folder holding some")
+        raise UserError(
+            f"no image files ({', '.join(IMG_EXTENSIONS)}) under input={path}; give an image file or a folder of them"
+        )
     return paths, path
 
 
@@ -183,24 +199,29 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
     batch_size = whole_number(cfg, "batch_size", 1)
     ckpt = Path(cfg.ckpt_path).expanduser()
     model, depth = load_model(ckpt, depth)
-    channels, height, width = model.hparams.image_shape
-    if height != width:  # FileItems converts to squares, as data=folder does
-        raise UserError(f"the model was trained on {height}x{width} images; reconstruct converts to square ones only")
     out = Path(cfg.output).expanduser() if cfg.output is not None else default_output(ckpt)
     paths, root = input_files(Path(cfg.input).expanduser(), out)
 
-    images, good = read_images(paths, channels, height)  # (N, C, H, W) uint8
+    channels, size, _ = model.hparams.image_shape
+    images, good = read_images(paths, channels, size)  # (N, C, H, W) uint8
     names = grid_names([paths[i] for i in good], root)
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=1,
-        precision=cfg.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=cfg.progress_bar,
-        callbacks=[GridWriter(out, names, depth)],
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator,
+            devices=1,
+            precision=cfg.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=cfg.progress_bar,
+            callbacks=[GridWriter(out, names, depth)],
+        )
+    except (ValueError, MisconfigurationException) as err:  # an unknown or unavailable accelerator or precision
+        raise UserError(f"accelerator={cfg.accelerator} precision={cfg.precision}: {cli.first_line(err)}") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create output={out}: {err.strerror or err}; set output to a writable folder") from None
     loader = DataLoader(images, batch_size=batch_size, collate_fn=to_unit_range)
     trainer.predict(model, dataloaders=loader, return_predictions=False)  # the writer saves every batch
     return out, [out / name for name in names]
@@ -209,7 +230,8 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="reconstruct")
 def hydra_main(cfg: DictConfig) -> None:
     """Hydra's task: reconstruct, then say where the grids went."""
-    out, written = reconstruct(cfg)
+    with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own
+        out, written = reconstruct(cfg)
     print(f"wrote {len(written)} reconstruction grid(s) to {out} (<name>_steps.png: the input, then steps 0..depth)")
 
 
