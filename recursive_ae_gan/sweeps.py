@@ -8,7 +8,7 @@
 - :class:`SweepSummary` (``hydra.callbacks`` in ``conf/train.yaml``) reads every job's ``metrics.json``
   when a multirun ends, says how many failed, and makes the command exit 1 if any did.
 
-Docs: ``docs/scaling.md``.
+Docs: ``README, "Scaling out"``.
 """
 
 from __future__ import annotations
