@@ -1,0 +1,210 @@
+"""AE+GAN and RAE+GAN: ``AdversarialAutoencoder``, the whole autoencoder against a discriminator (sections 3.3, 4.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.losses import (
+    discriminator_loss,
+    fool_rates,
+    generator_losses,
+    real_accuracy,
+    report_freezes_discriminator,
+    target_weights,
+)
+from recursive_ae_gan.module.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
+
+
+class AdversarialAutoencoder(RecursiveAutoencoder):
+    """AE+GAN (k = 0) and the report's RAE+GAN (k > 0): the whole autoencoder against D.
+
+    Each batch after ``warmup_epochs``: D learns real images against the detached
+    reconstructions of every step 0..k (one D call on the concatenation), then the autoencoder
+    learns reconstruction loss (sum over steps) plus the adversarial loss (mean over steps,
+    weighted). Manual optimization, so ``global_step`` grows by 2 per batch (1 in warm-up or
+    when the report's policy freezes D).
+
+    Under DDP the ranks agree on the game's data-dependent decisions (the fool rates that steer the
+    ``target`` weights, the ``report`` policy's freeze) by averaging them first, so that every rank
+    takes the same steps.
+
+    Args (beyond ``RecursiveAutoencoder``'s):
+        discriminator: the discriminator's config (``conf/model/discriminator/``): images -> one logit each.
+        d_lr / d_betas: Adam's, for the discriminator (report: lr 0.001).
+        warmup_epochs: epochs of reconstruction-only training before the game starts.
+        adv_weight: weight of the adversarial loss (initial weight under ``target``).
+        adv_loss: ``minimax`` (the report's ``log(1 - D(x'))``) or ``non_saturating``.
+        balance: ``alternate`` (both every batch), ``report`` (freeze D while it tells fakes
+            with more than 50% accuracy) or ``target`` (per-step weights steered to a 50%
+            fool rate).
+        target_gain / adv_weight_bounds: the ``target`` controller's gain and weight range.
+    """
+
+    def __init__(
+        self,
+        net: NetSpec,
+        discriminator: NetSpec,
+        image_shape: Sequence[int],
+        recursion_depth: int = 0,
+        depth_schedule: Literal["sum", "cycle"] = "sum",
+        loss: Literal["mse", "bce"] | None = None,
+        lr: float = 5e-3,
+        betas: Sequence[float] = (0.9, 0.999),
+        d_lr: float = 1e-3,
+        d_betas: Sequence[float] = (0.9, 0.999),
+        warmup_epochs: int = 5,
+        adv_weight: float = 0.01,
+        adv_loss: Literal["minimax", "non_saturating"] = "minimax",
+        balance: Literal["alternate", "report", "target"] = "target",
+        target_gain: float = 0.002,
+        adv_weight_bounds: Sequence[float] = (0.0, 0.1),
+        scheduler: dict | None = None,
+        eval_depth: int | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(
+            net, image_shape, recursion_depth, depth_schedule, loss, lr, betas, scheduler, eval_depth, compile,
+            channels_last,
+        )  # fmt: skip
+        low, high = adv_weight_bounds
+        if not 0 <= low <= adv_weight <= high:
+            raise UserError(
+                f"need 0 <= model.adv_weight_bounds[0] <= model.adv_weight <= model.adv_weight_bounds[1], "
+                f"got {low}, {adv_weight}, {high}"
+            )
+        self.automatic_optimization = False
+        self.discriminator = build(discriminator, image_shape)
+        if compile:
+            self.discriminator.compile()
+        # One adversarial weight per judged step; a buffer, so checkpoints carry the controller's state.
+        self.register_buffer("adv_weights", torch.full((recursion_depth + 1,), float(adv_weight)))
+        steps = range(recursion_depth + 1)
+        self.game_stat_names = [
+            "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
+            *(f"train/step_{i}/fool_rate" for i in steps),
+            *(f"train/step_{i}/d_fake_mean" for i in steps),
+            *(f"train/step_{i}/adv_weight" for i in steps),
+        ]  # fmt: skip
+        self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
+        self.game_batches = 0
+        self.game_metrics = nn.ModuleDict(
+            {
+                split: nn.ModuleDict(
+                    {"d_real_acc": MeanMetric()}
+                    | {
+                        f"step_{i}/{name}": MeanMetric()
+                        for i in range(self.eval_depth + 1)
+                        for name in ("d_fake_mean", "fool_rate")
+                    }
+                )
+                for split in ("val", "test")
+            }
+        )
+
+    def in_warmup(self) -> bool:
+        return self.current_epoch < self.hparams.warmup_epochs
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        opt_ae, opt_d = self.optimizers()
+        buffers = self.buffer_snapshot()
+        logits = self.reconstruct(x)  # (S, B, C, H, W)
+        rec_per_step = self.training_losses(logits, x, batch_idx)
+        rec_loss = rec_per_step.sum()
+        if self.in_warmup():
+            self.check_finite(rec_loss, "reconstruction loss", batch_idx, buffers)
+            with self.toggled_optimizer(opt_ae):
+                self._step(opt_ae, rec_loss)
+            self._log_reconstruction(rec_per_step, rec_loss)
+            return
+        fakes = torch.sigmoid(logits)
+        steps, batch = fakes.shape[:2]
+
+        # Discriminator: real images against every step's detached reconstructions, one call.
+        with self.toggled_optimizer(opt_d):
+            d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
+            real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
+            d_loss = discriminator_loss(real_logits, fake_logits)
+            self.check_finite(d_loss, "discriminator loss", batch_idx, buffers)
+            rates = self.trainer.strategy.reduce(fool_rates(fake_logits.detach()), reduce_op="mean")
+            frozen = self.hparams.balance == "report" and report_freezes_discriminator(rates)
+            if not frozen:
+                self._step(opt_d, d_loss)
+
+        # Autoencoder: reconstruction plus the weighted adversarial loss, D frozen by the toggle.
+        with self.toggled_optimizer(opt_ae):
+            fake_logits_for_ae = self.discriminator(fakes.flatten(0, 1)).view(steps, batch)
+            g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
+            weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
+            g_loss = (weights * g_per_step).mean()
+            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx, buffers)
+            self._step(opt_ae, rec_loss + g_loss)
+        if self.hparams.balance == "target":
+            low, high = self.hparams.adv_weight_bounds
+            self.adv_weights.copy_(target_weights(self.adv_weights, rates, self.hparams.target_gain, low, high))
+
+        self._log_reconstruction(rec_per_step, rec_loss + g_loss)
+        # The game's statistics are summed on the device and logged as epoch means: ~20 self.log calls
+        # per batch would cost more than a whole training step of a small model.
+        d_fake_mean = torch.sigmoid(fake_logits.detach().float()).mean(1)
+        batch_stats = torch.cat(
+            [
+                torch.stack([rec_loss.detach(), g_loss.detach(), d_loss.detach(), real_accuracy(real_logits.detach())]),
+                rates.new_full((1,), float(frozen)),  # a fill on the device, not a host-to-device copy
+                rates,
+                d_fake_mean,
+                weights if torch.is_tensor(weights) else rates.new_full((steps,), weights),
+            ]
+        )
+        self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
+        self.game_batches += 1
+
+    def _step(self, optimizer, loss: torch.Tensor) -> None:
+        """One manual optimizer step; the caller has toggled ``optimizer`` (freezing the other net)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the game's epoch means; step the schedulers (manual optimization steps none by itself)."""
+        if self.game_batches:
+            means = self.game_stats_sum / self.game_batches  # every rank has as many batches: mean of means
+            self.log_dict(dict(zip(self.game_stat_names, means, strict=True)), sync_dist=True)
+            self.game_stats_sum, self.game_batches = None, 0
+        schedulers = self.lr_schedulers() or []  # None, or one per optimizer: [autoencoder, discriminator]
+        # D does not step in warm-up: its schedule starts with the game (no step before its optimizer's).
+        for scheduler in schedulers[:1] if self.in_warmup() else schedulers:
+            scheduler.step()
+
+    def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
+        images = super()._evaluate(x, split)
+        steps, batch = images.shape[:2]
+        d_logits = self.discriminator(torch.cat([x, images.flatten(0, 1)]))
+        real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
+        metrics = self.game_metrics[split]
+        metrics["d_real_acc"].update(real_accuracy(real_logits), batch)
+        rates, d_fake_mean = fool_rates(fake_logits), torch.sigmoid(fake_logits.float()).mean(1)
+        for i in range(steps):
+            metrics[f"step_{i}/fool_rate"].update(rates[i], batch)
+            metrics[f"step_{i}/d_fake_mean"].update(d_fake_mean[i], batch)
+        for name, metric in metrics.items():
+            self.log(f"{split}/{name}", metric, batch_size=batch)
+        return images
+
+    def lr_settings(self) -> str:
+        return f"model.lr (now {self.hparams.lr}) or model.d_lr (now {self.hparams.d_lr})"
+
+    def configure_optimizers(self):
+        optimizers = [
+            adam(self.net.parameters(), self.hparams.lr, self.hparams.betas),
+            adam(self.discriminator.parameters(), self.hparams.d_lr, self.hparams.d_betas),
+        ]
+        if self.hparams.scheduler is None:
+            return optimizers
+        return optimizers, [self.make_scheduler(opt) for opt in optimizers]

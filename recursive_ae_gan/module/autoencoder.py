@@ -1,0 +1,184 @@
+"""AE and RAE: ``RecursiveAutoencoder``, trained on reconstruction alone (the report's sections 3.1, 4.2, 4.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torchmetrics import MeanMetric
+
+from recursive_ae_gan.errors import DivergedError, UserError
+from recursive_ae_gan.losses import cycle_depths, reconstruction_losses
+from recursive_ae_gan.module.metrics import step_metrics
+
+NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
+
+
+def adam(params, lr: float, betas: Sequence[float]) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step (CPU and CUDA)."""
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
+
+
+def build(spec: NetSpec, image_shape: Sequence[int]) -> nn.Module:
+    """A network from its config, sized for ``image_shape`` (the data's ``(C, H, W)``)."""
+    return instantiate(spec, image_shape=list(image_shape), _convert_="all")
+
+
+class RecursiveAutoencoder(L.LightningModule):
+    """AE (``recursion_depth=0``) and RAE (k > 0) trained on reconstruction alone.
+
+    The networks are given as configs and built here, so that the checkpoint's hyperparameters
+    (plain dicts and lists) rebuild the model anywhere: ``RecursiveAutoencoder.load_from_checkpoint(path)``.
+
+    Args:
+        net: the autoencoder's config (``conf/model/net/``); it returns logits (see ``networks``).
+        image_shape: ``(C, H, W)`` of the data, which sizes the networks.
+        recursion_depth: k, the last recursion step trained.
+        depth_schedule: ``sum``: every image trains steps 0..k, losses summed with equal weights;
+            ``cycle``: the report's section 4.3, each image trains one step, cycling 0, 1, ..,
+            k through the batch (see ``losses.cycle_depths``).
+        loss: ``mse`` or ``bce``; ``None`` takes the network's default (the report's: MNIST mse,
+            CIFAR10 bce; the ``conv`` network: bce).
+        lr / betas: Adam's, for the autoencoder (report: lr 0.005).
+        scheduler: optional LR scheduler config (its optimizer argument left out), stepped once per epoch.
+        eval_depth: last step evaluated on val/test (default k; ``evaluate`` looks further).
+        compile: ``torch.compile`` the networks (in place, so checkpoint keys do not change).
+        channels_last: run the convolutions in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        net: NetSpec,
+        image_shape: Sequence[int],
+        recursion_depth: int = 0,
+        depth_schedule: Literal["sum", "cycle"] = "sum",
+        loss: Literal["mse", "bce"] | None = None,
+        lr: float = 5e-3,
+        betas: Sequence[float] = (0.9, 0.999),
+        scheduler: dict | None = None,
+        eval_depth: int | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build(net, image_shape)
+        self.loss_name = loss or getattr(self.net, "default_loss", "bce")
+        self.depth = recursion_depth
+        self.eval_depth = recursion_depth if eval_depth is None else eval_depth
+        if self.eval_depth < recursion_depth:
+            raise UserError(f"model.eval_depth={eval_depth} must be >= model.recursion_depth={recursion_depth}")
+        self.channels_last = channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()
+        # Epoch means as metrics: under DDP they are summed over every rank's batches, not averaged per rank.
+        self.epoch_losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict(
+            {split: nn.ModuleList(step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
+        )
+
+    def reconstruct(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Logits of steps 0..depth: ``(B, C, H, W)`` -> ``(depth + 1, B, C, H, W)``."""
+        depth = self.depth if depth is None else depth
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        steps = []
+        for _ in range(depth + 1):
+            logits = self.net(x)
+            steps.append(logits)
+            x = torch.sigmoid(logits)
+        return torch.stack(steps)
+
+    def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Images of steps 0..depth in [0, 1]: ``(depth + 1, B, C, H, W)``."""
+        return torch.sigmoid(self.reconstruct(x, depth))
+
+    def training_losses(self, logits: torch.Tensor, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """The reconstruction loss of each trained step ``(S,)``, under the depth schedule."""
+        if self.hparams.depth_schedule == "cycle":
+            depths = cycle_depths(len(x), self.depth, batch_idx).to(x.device)
+            return reconstruction_losses(logits, x, self.loss_name, depths)
+        return reconstruction_losses(logits, x, self.loss_name)
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        buffers = self.buffer_snapshot()
+        per_step = self.training_losses(self.reconstruct(x), x, batch_idx)
+        loss = per_step.sum()
+        self.check_finite(loss, "training loss", batch_idx, buffers)
+        self._log_reconstruction(per_step, loss)
+        return loss
+
+    def buffer_snapshot(self) -> torch.Tensor:
+        """The floating buffers (BatchNorm's running statistics, ...) as one vector: a forward pass updates
+        them before its loss can be checked, so a diverged step puts them back."""
+        return parameters_to_vector(b for b in self.buffers() if b.is_floating_point())
+
+    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int, buffers: torch.Tensor) -> None:
+        """Stop the run at the step where ``loss`` stops being finite, before it reaches the weights, with
+        the buffers as they were before the step (``buffers``): last.ckpt keeps the last finite state.
+
+        One host sync per step; under DDP the ranks agree first, so that none waits on another.
+        """
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite:
+            vector_to_parameters(buffers, [b for b in self.buffers() if b.is_floating_point()])
+            raise DivergedError(
+                f"training diverged: the {what} is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
+                f"(global step {self.global_step}); lower {self.lr_settings()}"
+            )
+
+    def lr_settings(self) -> str:
+        return f"model.lr (now {self.hparams.lr})"
+
+    def _log_reconstruction(self, per_step: torch.Tensor, loss: torch.Tensor) -> None:
+        self.log("train/loss_step", loss, prog_bar=True)  # this rank's, every step (no sync)
+        self.epoch_losses["train_loss"].update(loss.detach())
+        self.log("train/loss_epoch", self.epoch_losses["train_loss"], on_step=False, on_epoch=True)
+        if self.depth > 0:
+            self.log_dict({f"train/step_{i}/rec_loss": v for i, v in enumerate(per_step)})
+
+    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        self._evaluate(x, "val")
+
+    def test_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        self._evaluate(x, "test")
+
+    def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
+        """Update and log the split's per-step metrics; returns the step images ``(S, B, C, H, W)``."""
+        logits = self.reconstruct(x, self.eval_depth)
+        per_step = reconstruction_losses(logits[: self.depth + 1], x, self.loss_name)
+        self.epoch_losses[f"{split}_loss"].update(per_step.sum(), len(x))
+        self.log(f"{split}/loss", self.epoch_losses[f"{split}_loss"], prog_bar=split == "val", batch_size=len(x))
+        images = torch.sigmoid(logits.float())
+        input_spread = x.std(0, unbiased=False).mean().clamp_min(1e-8)
+        for step, (step_logits, step_images, metrics) in enumerate(
+            zip(logits, images, self.metrics[split], strict=True)
+        ):
+            metrics["mse"].update(step_images, x)
+            metrics["bce"].update(step_logits, x)
+            metrics["psnr"].update(step_images, x)
+            metrics["ssim"].update(step_images, x)
+            metrics["variation"].update(step_images.std(0, unbiased=False).mean() / input_spread, len(x))
+            for name, metric in metrics.items():
+                self.log(f"{split}/step_{step}/{name}", metric, batch_size=len(x))
+        return images
+
+    def predict_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Images of steps 0..eval_depth ``(S, B, C, H, W)``: ``Trainer.predict`` (``reconstruct`` command)."""
+        return self(x, self.eval_depth)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return instantiate(self.hparams.scheduler, _partial_=True)(optimizer)
+
+    def configure_optimizers(self):
+        optimizer = adam(self.net.parameters(), self.hparams.lr, self.hparams.betas)
+        if self.hparams.scheduler is None:
+            return optimizer
+        return [optimizer], [self.make_scheduler(optimizer)]
