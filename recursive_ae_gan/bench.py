@@ -3,10 +3,12 @@
 For every dataset's network, model (ae, rae, ae_gan, rae_gan) and batch size, two runs train on
 the same synthetic uint8 images of the dataset's shape:
 
-* framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=..``),
-  fitted by a real ``lightning.Trainer`` (no logger, checkpoints, progress bar or validation)
-  over the real ``ImageDataModule`` loaders;
-* plain: the same networks, losses, fused Adam, recursion and D/AE alternation in a bare loop.
+* framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=..``), built
+  as training builds it (``instantiate(cfg.model, image_shape=...)`` from the data's image shape) and
+  fitted by a real ``lightning.Trainer`` (no logger, checkpoints, progress bar or validation) over
+  the real ``ImageDataModule`` loaders;
+* plain: the same networks (``report_autoencoder(shape)``, ``MLPDiscriminator(shape, hidden)``),
+  losses, fused Adam, recursion and D/AE alternation in a bare loop.
 
 After ``warmup_steps`` batches, ``windows`` windows of ``window_images`` images each are timed
 (with a device sync at each boundary); a row's throughput is the windows' median. Rows are printed
@@ -21,9 +23,8 @@ import gc
 import logging
 import resource
 import statistics
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -34,10 +35,11 @@ import hydra
 import lightning as L
 import torch
 from hydra import compose
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recursive_ae_gan.data import DATASETS, ImageDataModule, epoch_permutation
+from recursive_ae_gan import cli
+from recursive_ae_gan.data import ImageDataModule, epoch_permutation
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.losses import (
     discriminator_loss,
@@ -46,9 +48,10 @@ from recursive_ae_gan.losses import (
     reconstruction_losses,
     target_weights,
 )
-from recursive_ae_gan.networks import AUTOENCODERS, autoencoder_for, discriminator_for
-from recursive_ae_gan.train import user_error
+from recursive_ae_gan.networks import MLPDiscriminator, report_autoencoder
 
+# The benchmarked datasets (conf/data/<name>.yaml) and their image shapes (C, H, W), which size the networks.
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 MODELS = ("ae", "rae", "ae_gan", "rae_gan")
 PRECISIONS = ("32-true", "bf16-mixed")
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
@@ -110,7 +113,7 @@ def settings(bench: DictConfig) -> Settings:
     values |= {k: v for k, v in DEVICE_DEFAULTS[device].items() if values[k] is None}
     if values.pop("quick"):
         values |= QUICK
-    for name, choices in [("datasets", DATASETS), ("models", MODELS)]:
+    for name, choices in [("datasets", SHAPES), ("models", MODELS)]:
         if not values[name] or not set(values[name]) <= set(choices):
             raise UserError(f"bench.{name}={values[name]} must list some of: {', '.join(choices)}")
     if values["clock"] not in CLOCKS:
@@ -131,24 +134,28 @@ def settings(bench: DictConfig) -> Settings:
     return Settings(**values | {"device": torch.device(device), "out_dir": Path(values["out_dir"])})
 
 
-def synthetic_images(dataset: str, n: int, seed: int) -> torch.Tensor:
-    """``n`` random uint8 images of ``dataset``'s shape ``(n, C, H, W)``: the speed needs no real data."""
+def synthetic_images(shape: Sequence[int], n: int, seed: int) -> torch.Tensor:
+    """``n`` random uint8 images of ``shape`` ``(C, H, W)``: ``(n, C, H, W)``; the speed needs no real data."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, *AUTOENCODERS[dataset].image_shape), dtype=torch.uint8, generator=generator)
+    return torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=generator)
 
 
 class SyntheticImageDataModule(ImageDataModule):
-    """``ImageDataModule`` (its loaders, on-device path and uint8 -> float step) over synthetic images."""
+    """``ImageDataModule`` (its loaders, on-device path and uint8 -> float step) over synthetic images of
+    the dataset's ``image_shape`` (C, H, W)."""
 
-    def __init__(self, num_images: int, **kwargs) -> None:
-        super().__init__(**kwargs)  # its save_hyperparameters() keeps num_images in hparams too
+    def __init__(self, num_images: int, image_shape: Sequence[int], **kwargs) -> None:
+        super().__init__(**kwargs)  # its save_hyperparameters() keeps num_images and image_shape in hparams too
 
     def prepare_data(self) -> None:
         """Nothing to download."""
 
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
-            self.splits = {"train": synthetic_images(self.hparams.dataset, self.hparams.num_images, self.hparams.seed)}
+            hp = self.hparams
+            images = synthetic_images(hp.image_shape, hp.num_images, hp.seed)
+            # The training images; "val" only gives the image shape to the model (validation is off).
+            self.splits = {"train": images, "val": images[:1]}
 
 
 @dataclass
@@ -213,6 +220,7 @@ def train_config(s: Settings, dataset: str, model: str, batch_size: int) -> Dict
         f"model.channels_last={s.channels_last}",
         f"data._target_={SyntheticImageDataModule.__module__}.{SyntheticImageDataModule.__qualname__}",
         f"+data.num_images={s.num_images}",
+        f"+data.image_shape=[{','.join(map(str, SHAPES[dataset]))}]",
         f"data.batch_size={batch_size}",
         f"seed={s.seed}",
         f"paths.output_dir={s.out_dir}",
@@ -232,9 +240,10 @@ def train_config(s: Settings, dataset: str, model: str, batch_size: int) -> Dict
 
 def framework_run(cfg: DictConfig, windows: Windows) -> dict[str, torch.Tensor]:
     """Fit the composed LightningModule with a real Trainer until ``windows`` is done; its final state."""
-    torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule.setup("fit")
+    torch.manual_seed(cfg.seed)  # as train(): the weights are seeded right before the model is built
+    model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[WindowTimer(windows)])
     trainer.fit(model, datamodule=datamodule)
     return model.state_dict()
@@ -258,17 +267,22 @@ def plain_run(cfg: DictConfig, windows: Windows) -> dict[str, torch.Tensor]:
     the returned state matches the LightningModule's ``state_dict()``.
     """
     m, data = cfg.model, cfg.data
+    adversarial = "discriminator" in m
+    if get_object(m.net._target_) is not report_autoencoder or (
+        adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator
+    ):
+        raise UserError("the plain loop builds the report's networks: model/net=report, model/discriminator=mlp")
+    shape = tuple(data.image_shape)
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     torch.manual_seed(cfg.seed)
-    net = autoencoder_for(data.dataset).to(device)
+    net = report_autoencoder(shape).to(device)
     if m.channels_last:
         net.to(memory_format=torch.channels_last)
     loss_name = m.loss or net.default_loss
     opt_ae = torch.optim.Adam(net.parameters(), lr=m.lr, betas=tuple(m.betas), fused=True)
     modules = {"net": net}
-    adversarial = "discriminator" in m
     if adversarial:
-        disc = modules["discriminator"] = discriminator_for(data.dataset, m.discriminator.hidden).to(device)
+        disc = modules["discriminator"] = MLPDiscriminator(shape, m.discriminator.hidden).to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=m.d_lr, betas=tuple(m.d_betas), fused=True)
         adv_weights = torch.full((m.recursion_depth + 1,), float(m.adv_weight), device=device)
         low, high = m.adv_weight_bounds
@@ -277,7 +291,7 @@ def plain_run(cfg: DictConfig, windows: Windows) -> dict[str, torch.Tensor]:
             module.compile()
     bf16 = cfg.trainer.precision == "bf16-mixed"
     autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else nullcontext()
-    images = synthetic_images(data.dataset, data.num_images, data.seed).to(device)
+    images = synthetic_images(shape, data.num_images, data.seed).to(device)
 
     def step(x: torch.Tensor) -> None:
         nonlocal adv_weights
@@ -332,7 +346,7 @@ def measure(s: Settings, run: Callable[[Windows], object], batch_size: int) -> t
     return windows.images_per_second(batch_size), peak
 
 
-def measure_row(s: Settings, model: str, cfg: DictConfig) -> Row:
+def measure_row(s: Settings, dataset: str, model: str, cfg: DictConfig) -> Row:
     """Framework and plain runs in turn, ``repeats`` each; each path keeps its best throughput."""
     batch_size = cfg.data.batch_size
     framework, plain = [], []  # (img/s, peak MiB) per run
@@ -340,7 +354,7 @@ def measure_row(s: Settings, model: str, cfg: DictConfig) -> Row:
         framework.append(measure(s, lambda w: framework_run(cfg, w), batch_size))
         plain.append(measure(s, lambda w: plain_run(cfg, w), batch_size))
     (fw, fw_peak), (pl, pl_peak) = (map(max, zip(*runs, strict=True)) for runs in (framework, plain))
-    return Row(cfg.data.dataset, model, cfg.model.recursion_depth, batch_size, fw, pl, fw / pl, fw_peak, pl_peak)
+    return Row(dataset, model, cfg.model.recursion_depth, batch_size, fw, pl, fw / pl, fw_peak, pl_peak)
 
 
 def measure_rows(s: Settings) -> list[Row]:
@@ -351,7 +365,7 @@ def measure_rows(s: Settings) -> list[Row]:
     for dataset in s.datasets:
         for model in s.models:
             for batch_size in s.batch_sizes:
-                row = measure_row(s, model, train_config(s, dataset, model, batch_size))
+                row = measure_row(s, dataset, model, train_config(s, dataset, model, batch_size))
                 rows.append(row)
                 print(
                     f"{dataset:8} {model:8} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
@@ -396,16 +410,16 @@ def benchmark(cfg: DictConfig) -> list[Row]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point; bad settings end in one ``error: ...`` line."""
+def hydra_main(cfg: DictConfig) -> None:
+    """Hydra's task: measure every row."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" banner per row
-    try:
+    with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own
         benchmark(cfg)
-    except Exception as err:
-        if reason := user_error(err):
-            print(f"error: {reason}", file=sys.stderr)
-            sys.exit(1)
-        raise
+
+
+def main() -> None:
+    """``python -m recursive_ae_gan.bench``: bad settings end in one ``error:`` line."""
+    cli.run(hydra_main)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Test a run on more recursion steps: ``python -m recursive_ae_gan.evaluate ckpt_path=RUN/checkpoints/last.ckpt``.
 
-Rebuilds the run's datamodule and model from its composed config (``RUN/.hydra/config.yaml``), with
+Rebuilds the run's datamodule and model from its composed config (``RUN/.hydra/config.yaml``; a run from
+before the networks were built from the image shape is read through ``upgrade_old_run_config``), with
 ``eval_depth=eval.max_depth`` (default: the trained depth + 3), loads the checkpoint's weights and tests
 steps 0..max_depth. Writes, next to the checkpoint, ``eval.json`` (the ``test/...`` metrics, keyed as in
 ``metrics.json``) and ``eval.png`` (the first test images, then one row per step), and prints one row per
@@ -9,24 +10,55 @@ step. Data overrides apply on top of the run's data config: ``data.root=/elsewhe
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import save_image
 
+from recursive_ae_gan import cli
 from recursive_ae_gan.callbacks import reconstruction_grid
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.report import STEP_METRICS, format_value, markdown_table
-from recursive_ae_gan.train import user_error
 
 GAME_METRICS = ("fool_rate", "d_fake_mean")  # adversarial models only
+
+# What runs from before the data package and shape-built networks wrote into their config.
+OLD_DATASETS = {"mnist": "torchvision.datasets.MNIST", "cifar10": "torchvision.datasets.CIFAR10"}
+OLD_AUTOENCODER = "recursive_ae_gan.networks.autoencoder_for"
+
+
+def upgrade_old_run_config(run_cfg: DictConfig) -> DictConfig:
+    """An old run's config in today's form; today's configs come back as they are.
+
+    Old runs named their dataset (``data.dataset: mnist | cifar10``) and built the report's networks from
+    that name (``networks.autoencoder_for`` / ``networks.discriminator_for``, which the model received
+    built). Today ``data.dataset`` is a torchvision class with its training and test pools, and the model
+    builds its networks from their configs and the data's image shape. The report's networks, and so the
+    checkpoints' state_dict keys, are the same.
+    """
+    data, model = run_cfg.data, run_cfg.model
+    old_data, old_model = data.get("dataset") in OLD_DATASETS, model.net.get("_target_") == OLD_AUTOENCODER
+    if not (old_data or old_model):
+        return run_cfg
+    cfg = copy.deepcopy(run_cfg)
+    with open_dict(cfg):
+        if old_data:
+            cfg.data.dataset = OLD_DATASETS[data.dataset]
+            cfg.data.train_split, cfg.data.test_split = {"train": True}, {"train": False}
+        if old_model:
+            cfg.model.net = {"_target_": "recursive_ae_gan.networks.report_autoencoder"}
+            if "discriminator" in model:
+                hidden = {"hidden": model.discriminator.hidden} if "hidden" in model.discriminator else {}
+                cfg.model.discriminator = {"_target_": "recursive_ae_gan.networks.MLPDiscriminator", **hidden}
+            cfg.model._recursive_, cfg.model._convert_ = False, "all"  # the model builds its networks
+    return cfg
 
 
 def run_dir_of(ckpt: Path) -> Path:
@@ -40,13 +72,20 @@ def run_dir_of(ckpt: Path) -> Path:
     )
 
 
-def load_checkpoint(ckpt: Path) -> dict:
-    """A Lightning checkpoint's contents, on the CPU."""
+def load_checkpoint(ckpt: Path, ours: bool) -> dict:
+    """A Lightning checkpoint's contents, on the CPU. ``ours``: ``ckpt`` lies in a run directory of this project."""
     try:
-        # weights_only=False: a run's own checkpoint; runs from before model._convert_=all hold OmegaConf lists.
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+        try:
+            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            if not ours:
+                raise
+            # Checkpoints written before model._convert_=all hold OmegaConf objects in their hyperparameters,
+            # which weights_only=True refuses. Only a checkpoint inside a run directory of this project (its
+            # .hydra/config.yaml trains a recursive_ae_gan model) is unpickled in full: weights_only=False.
+            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise UserError(f"{ckpt} is not a readable checkpoint ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{ckpt} is not a readable checkpoint ({cli.first_line(err)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{ckpt} holds no state_dict: not a Lightning checkpoint")
     return checkpoint
@@ -66,18 +105,31 @@ def evaluate(cfg: DictConfig) -> dict:
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/*.ckpt file")
     run = run_dir_of(ckpt)
-    state_dict = load_checkpoint(ckpt)["state_dict"]
+    run_cfg = upgrade_old_run_config(OmegaConf.load(run / ".hydra" / "config.yaml"))
+    checkpoint = load_checkpoint(ckpt, ours=str(run_cfg.model.get("_target_")).startswith("recursive_ae_gan."))
     # A root-level merge keeps the run's interpolations (data.root: ${paths.data_dir}) resolvable;
     # ??? values in cfg.data do not replace the run's.
-    run_cfg = OmegaConf.merge(OmegaConf.load(run / ".hydra" / "config.yaml"), {"data": cfg.data})
+    run_cfg = OmegaConf.merge(run_cfg, {"data": cfg.data})
     depth = run_cfg.model.recursion_depth
     max_depth = depth + 3 if cfg.eval.max_depth is None else cfg.eval.max_depth
     if max_depth < depth:
         raise UserError(f"eval.max_depth={max_depth} is below the run's model.recursion_depth={depth}; raise it")
 
     datamodule: L.LightningDataModule = instantiate(run_cfg.data)
-    model: L.LightningModule = instantiate(run_cfg.model, eval_depth=max_depth)
-    model.load_state_dict(state_dict)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    image_shape = list(datamodule.image_shape)
+    trained_shape = checkpoint.get("hyper_parameters", {}).get("image_shape")  # absent in old checkpoints
+    if trained_shape is not None and list(trained_shape) != image_shape:
+        raise UserError(
+            f"the data gives {'x'.join(map(str, image_shape))} images, but {ckpt} was trained on "
+            f"{'x'.join(map(str, trained_shape))} ones; drop the data overrides that change the images"
+        )
+    model: L.LightningModule = instantiate(run_cfg.model, image_shape=image_shape, eval_depth=max_depth)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:  # missing, unexpected or mis-shaped weights
+        raise UserError(f"{ckpt} does not hold the weights of its run's model ({cli.first_line(err)})") from None
     trainer = L.Trainer(
         accelerator=cfg.eval.accelerator,
         devices=1,
@@ -95,12 +147,12 @@ def evaluate(cfg: DictConfig) -> dict:
         "recursion_depth": depth,
         "max_depth": max_depth,
         "score_name": f"test/step_0/{model.loss_name}",
-        "test/bce_floor": bce_floor(datamodule.splits["test"]),
+        "test/bce_floor": bce_floor(datamodule.images("test")),
         **{k: float(v) for k, v in sorted(tested.items()) if k.startswith("test/")},
     }
     (ckpt.parent / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
 
-    images = datamodule.splits["test"][: cfg.eval.num_images]  # uint8 (B, C, H, W)
+    images = datamodule.images("test", cfg.eval.num_images)  # uint8 (B, C, H, W), on either data path
     images = datamodule.on_after_batch_transfer(images.to(model.device), 0)
     save_image(reconstruction_grid(model, images, max_depth), ckpt.parent / "eval.png")
     return result
@@ -118,20 +170,20 @@ def step_table(result: dict) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: evaluate, then print the per-step table."""
-    try:
+def hydra_main(cfg: DictConfig) -> None:
+    """Hydra's task: evaluate, then print the per-step table."""
+    with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own
         result = evaluate(cfg)
-    except Exception as err:
-        if reason := user_error(err):
-            print(f"error: {reason}", file=sys.stderr)
-            sys.exit(1)
-        raise
     print(step_table(result))
     print(f"* trained steps; BCE floor of these test images (their pixels' entropy): {result['test/bce_floor']:.4f}")
     if "test/d_real_acc" in result:
         print(f"discriminator accuracy on real test images: {result['test/d_real_acc']:.4f}")
     print(f"wrote {Path(result['ckpt_path']).parent / 'eval.json'} and eval.png")
+
+
+def main() -> None:
+    """``python -m recursive_ae_gan.evaluate``: bad input ends as one ``error:`` line."""
+    cli.run(hydra_main)
 
 
 if __name__ == "__main__":

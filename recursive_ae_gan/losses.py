@@ -73,14 +73,18 @@ def real_accuracy(real_logits: torch.Tensor) -> torch.Tensor:
     return (real_logits > 0).float().mean()
 
 
-def report_freezes_discriminator(rates: torch.Tensor) -> bool:
+def fake_accuracies(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Share of each step's reconstructions that D tells apart (D(x') < 0.5): ``(S, B)`` -> ``(S,)``."""
+    return (fake_logits < 0).float().mean(-1)
+
+
+def report_freezes_discriminator(accuracies: torch.Tensor) -> bool:
     """The report's rule: freeze D while it tells fakes with more than 50% accuracy.
 
-    ``rates`` are the steps' fool rates; D's accuracy on fakes is one minus their mean. Returns a
-    Python bool, so it synchronises with the device once per batch: the price of a data-dependent
-    branch, paid only under ``balance=report``.
+    ``accuracies`` are the steps' ``fake_accuracies``. Returns a Python bool, so it synchronises with the
+    device once per batch: the price of a data-dependent branch, paid only under ``balance=report``.
     """
-    return bool(1 - rates.mean() > 0.5)
+    return bool(accuracies.mean() > 0.5)
 
 
 def target_weights(weights: torch.Tensor, rates: torch.Tensor, gain: float, low: float, high: float) -> torch.Tensor:

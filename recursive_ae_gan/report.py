@@ -97,6 +97,13 @@ def find_runs(root: Path) -> list[Run]:
     return runs
 
 
+def dataset_name(run: Run) -> str | None:
+    """The run's dataset, short: ``data.dataset`` names a torchvision class (``torchvision.datasets.MNIST``:
+    ``mnist``) or ``folder``; runs from before the data package name it already (``mnist``)."""
+    dataset = run.config.get("data", {}).get("dataset")
+    return dataset.rpartition(".")[2].lower() if isinstance(dataset, str) else None
+
+
 def last_step(metrics: dict, metric: str) -> int | None:
     """The deepest step with ``test/step_i/<metric>`` in ``metrics``."""
     steps = [int(m[1]) for key in metrics if (m := re.fullmatch(rf"test/step_(\d+)/{metric}", key))]
@@ -113,10 +120,11 @@ def table_row(run: Run, root: Path) -> dict:
     """One row of the results table (``None`` where the run has no such value)."""
     data, m = run.config.get("data", {}), run.metrics
     model, depth = run.choices.get("model"), run.config.get("model", {}).get("recursion_depth")
+    dataset = dataset_name(run)
     return {
         "run": run.path.relative_to(root).as_posix(),
         "experiment": run.choices.get("experiment"),
-        "dataset": data.get("dataset"),
+        "dataset": dataset,
         "model": model,
         "depth": depth,
         **{split: data.get(f"{split}_size") or "all" for split in ("train", "val", "test")},
@@ -124,7 +132,7 @@ def table_row(run: Run, root: Path) -> dict:
         "status": m.get("status", "missing"),
         "score_name": m.get("score_name"),
         "score": m.get("score"),
-        "reported": REPORTED.get((data.get("dataset"), model, score_metric(run))),
+        "reported": REPORTED.get((dataset, model, score_metric(run))),
         **{f"step0_{k}": m.get(f"test/step_0/{k}") for k in STEP_METRICS},
         **{f"last_{k}": m.get(f"test/step_{depth}/{k}") for k in STEP_METRICS},
     }
@@ -193,7 +201,7 @@ def plot_test_steps(runs: Sequence[Run], root: Path, path: Path) -> bool:
     for run in runs:
         if curve := step_curve(run):
             metric, steps, values = curve
-            panels.setdefault((run.config.get("data", {}).get("dataset"), metric), []).append((run, steps, values))
+            panels.setdefault((dataset_name(run), metric), []).append((run, steps, values))
     if not panels:
         return False
     fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")

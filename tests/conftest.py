@@ -6,25 +6,38 @@ loading code (torchvision's readers) without the network or ``../shared``.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torchvision.datasets import CIFAR10
 
-# The tests' tensors are tiny: one thread avoids oversubscribing CI's 2 cores.
+from recursive_ae_gan.data import ImageDataModule
+
+# The tests' tensors are tiny: one thread avoids oversubscribing CI's 2 cores, here and in every process the
+# tests start (the CLI's subprocesses inherit the variable): two threads per tiny model run 2-5x slower there.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Sizes of the fixture datasets: big enough for a train/val split and a few batches.
 N_TRAIN, N_TEST = 96, 48
+
+# The package's datasets: data.dataset (a torchvision class) and the image shape (C, H, W) that sizes the networks.
+DATASET_CLASSES = {"mnist": "torchvision.datasets.MNIST", "cifar10": "torchvision.datasets.CIFAR10"}
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+REPORT_NET = {"_target_": "recursive_ae_gan.networks.report_autoencoder"}  # conf/model/net/report.yaml
+MLP_DISCRIMINATOR = {"_target_": "recursive_ae_gan.networks.MLPDiscriminator", "hidden": [512, 256, 128]}
 
 
 def _images(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -110,3 +123,13 @@ def compose_cfg(data_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+def data_and_model(cfg: DictConfig) -> tuple[ImageDataModule, L.LightningModule]:
+    """The datamodule and model of a composed config, built as ``train`` builds them: the data set up,
+    then the seed, then the model sized by the data's image shape (so it starts from train's weights)."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    L.seed_everything(cfg.seed, workers=True)
+    return datamodule, instantiate(cfg.model, image_shape=list(datamodule.image_shape))

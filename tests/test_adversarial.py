@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import data_and_model
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
@@ -24,10 +25,9 @@ BATCHES = 4
 
 
 def build(compose_cfg, *overrides: str) -> tuple[ImageDataModule, AdversarialAutoencoder, DictConfig]:
-    """Datamodule, model and the trainer config from the composed real config (seeded)."""
+    """Datamodule, model and the trainer config from the composed real config (seeded, as train() builds them)."""
     cfg = compose_cfg("model=ae_gan", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", *overrides)
-    L.seed_everything(cfg.seed)
-    return instantiate(cfg.data), instantiate(cfg.model), cfg.trainer
+    return *data_and_model(cfg), cfg.trainer
 
 
 def fit(
@@ -212,10 +212,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(compose_cfg, tmp_pat
 
 
 def test_configured_schedulers_are_stepped_by_hand_once_per_epoch(compose_cfg) -> None:
-    """Manual optimization steps no scheduler by itself: the module steps both, once per epoch."""
-    scheduler = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}"
+    """Manual optimization steps no scheduler by itself: the module steps both, once per epoch.
+
+    D's schedule starts with the game: in the warm-up epoch only the autoencoder's scheduler steps."""
+    scheduler = "model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,step_size:1,gamma:0.5}"
     datamodule, model, trainer_cfg = build(compose_cfg, scheduler, "model.warmup_epochs=1")
     trainer = fit(datamodule, model, trainer_cfg, max_epochs=2)
     ae_lr, d_lr = (opt.param_groups[0]["lr"] for opt in trainer.optimizers)
-    assert ae_lr == pytest.approx(model.hparams.lr / 4)
-    assert d_lr == pytest.approx(model.hparams.d_lr / 4)
+    assert ae_lr == pytest.approx(model.hparams.lr / 4)  # stepped after both epochs
+    assert d_lr == pytest.approx(model.hparams.d_lr / 2)  # stepped after the game's epoch only
+    assert [s.scheduler.last_epoch for s in trainer.lr_scheduler_configs] == [2, 1]

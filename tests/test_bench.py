@@ -63,7 +63,7 @@ def test_plain_loop_trains_exactly_like_the_framework(hydra_conf: None, dataset:
     s = bench.settings(compose("bench", ["bench.quick=true", "bench.device=cpu"]).bench)
     cfg = bench.train_config(s, dataset, model, batch_size=8)
     torch.manual_seed(cfg.seed)
-    initial = instantiate(cfg.model).state_dict()
+    initial = instantiate(cfg.model, image_shape=list(bench.SHAPES[dataset])).state_dict()
     runs = {name: bench.Windows(warmup=1, number=2, steps=1, sync=lambda: None) for name in ("framework", "plain")}
 
     framework = bench.framework_run(cfg, runs["framework"])

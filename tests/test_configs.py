@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from conftest import DATASET_CLASSES, data_and_model
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
@@ -30,8 +30,9 @@ def test_every_combination_composes_and_trains(compose_cfg, tmp_path: Path, data
     extra = ["model.warmup_epochs=0"] if adversarial else []
     cfg = compose_cfg(f"data={data}", f"model={model}", "trainer.fast_dev_run=true", "collapse_threshold=0", *extra)
 
-    built = instantiate(cfg.model)
+    _, built = data_and_model(cfg)
     net_class, loss = NETS[data]
+    assert cfg.data.dataset == DATASET_CLASSES[data] and cfg.model.net._target_.endswith(".report_autoencoder")
     assert type(built) is (AdversarialAutoencoder if adversarial else RecursiveAutoencoder)
     assert type(built.net) is net_class and built.loss_name == loss and built.depth == DEPTHS[model]
     assert isinstance(getattr(built, "discriminator", None), MLPDiscriminator) is adversarial
@@ -48,8 +49,10 @@ def test_every_combination_composes_and_trains(compose_cfg, tmp_path: Path, data
 
 def test_rae_on_cifar10_picks_its_network_and_loss(compose_cfg) -> None:
     cfg = compose_cfg("model=rae", "data=cifar10")
-    assert cfg.model.net.dataset == "cifar10" and cfg.model.loss is None
-    model = instantiate(cfg.model)
+    # data=cifar10 selects the report's networks (model/net=report); the image shape picks the CIFAR10 one.
+    assert cfg.model.net._target_ == "recursive_ae_gan.networks.report_autoencoder" and cfg.model.loss is None
+    datamodule, model = data_and_model(cfg)
+    assert datamodule.image_shape == (3, 32, 32) and model.hparams.image_shape == [3, 32, 32]
     assert type(model.net) is Cifar10Autoencoder and model.loss_name == "bce" and model.depth == 2
 
 

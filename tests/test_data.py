@@ -9,22 +9,25 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import N_TEST, N_TRAIN
+from conftest import DATASET_CLASSES, N_TEST, N_TRAIN, REPORT_NET, SHAPES
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 from torchvision.datasets import CIFAR10
 
-from recursive_ae_gan.data import BatchIndexSampler, DeviceBatches, ImageDataModule, load_images
+from recursive_ae_gan.config import check
+from recursive_ae_gan.data import BatchIndexSampler, DeviceBatches, ImageDataModule
+from recursive_ae_gan.data.sources import TorchvisionItems, open_dataset, read_all
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.module import RecursiveAutoencoder
-from recursive_ae_gan.networks import MnistAutoencoder
 
-SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+# The package's configs' pools: torchvision's training set, and its test set.
+SPLITS = {"train_split": {"train": True}, "test_split": {"train": False}}
 
 
 def make_datamodule(root: Path, dataset: str = "mnist", **overrides) -> ImageDataModule:
     """A set-up datamodule on the fixtures (CIFAR's fixture md5 sums do not match: verify off)."""
-    kwargs = {"dataset": dataset, "root": str(root), "download": False, "verify": False, "batch_size": 16}
+    path = DATASET_CLASSES.get(dataset, dataset)  # a short name, or an import path as given
+    kwargs = {"dataset": path, **SPLITS, "root": str(root), "download": False, "verify": False, "batch_size": 16}
     sizes = {"train_size": 64, "val_size": 16, "test_size": 32}
     datamodule = ImageDataModule(**{**kwargs, **sizes, **overrides})
     datamodule.prepare_data()
@@ -48,10 +51,14 @@ def image_keys(images: torch.Tensor) -> list[bytes]:
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_loaders_read_the_files_as_written(data_root: Path, dataset: str) -> None:
+    """Both ways of reading a torchvision dataset: its whole array at once, and item by item (streaming)."""
     for train, n in [(True, N_TRAIN), (False, N_TEST)]:
-        images = load_images(dataset, data_root, train=train, verify=False)
-        assert images.dtype == torch.uint8 and images.shape == (n, *SHAPES[dataset])
+        torchvision_dataset = open_dataset(DATASET_CLASSES[dataset], data_root, {"train": train}, False, False)
+        items = TorchvisionItems(torchvision_dataset, dataset, channels=None, size=None)
+        images, readable = read_all(items, num_workers=0, keep=True)
+        assert images.dtype == torch.uint8 and images.shape == (n, *SHAPES[dataset]) and readable == list(range(n))
         assert torch.equal(images, raw_pool(data_root, dataset, train))
+        assert torch.equal(torch.stack([items[i] for i in range(n)]), images)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -61,6 +68,8 @@ def test_composed_datamodule_batches_scale_to_unit_range(compose_cfg, dataset: s
     sizes = {split: len(images) for split, images in datamodule.splits.items()}
     assert sizes == {"train": 64, "val": 16, "test": 32}
     assert all(images.shape[1:] == SHAPES[dataset] for images in datamodule.splits.values())
+    assert datamodule.image_shape == SHAPES[dataset]
+    assert torch.equal(datamodule.images("test", 5), datamodule.splits["test"][:5])
     batch = next(iter(datamodule.train_dataloader()))
     assert batch.dtype == torch.uint8 and batch.shape == (16, *SHAPES[dataset])
     scaled = datamodule.on_after_batch_transfer(batch.clone(), 0)
@@ -100,8 +109,10 @@ def test_missing_data_without_download_names_path_and_overrides(tmp_path: Path, 
     with pytest.raises(UserError) as err:
         make_datamodule(root, dataset)  # prepare_data must not try to download
     message = str(err.value)
-    assert str(root.resolve() / folder) in message
-    assert "data.root" in message and "data.download" in message
+    name = DATASET_CLASSES[dataset].rpartition(".")[2]
+    assert message.startswith(f"{name} not found in {root.resolve()} (torchvision: ")
+    assert "data.root" in message and "data.download" in message and "\n" not in message
+    assert not (root / folder).exists()  # nothing was downloaded
 
 
 def test_cifar_md5_mismatch_points_to_verify_false(data_root: Path) -> None:
@@ -116,23 +127,36 @@ def test_cifar_md5_mismatch_points_to_verify_false(data_root: Path) -> None:
         ({"train_size": 81, "val_size": 16}, r"data\.train_size=81 \+ data\.val_size=16 needs more than the 96"),
         ({"train_size": None, "val_size": N_TRAIN}, r"data\.train_size=None \+ data\.val_size=96"),
         ({"test_size": N_TEST + 1}, r"data\.test_size=49 exceeds the 48 test images"),
-        ({"batch_size": 0}, r"data\.batch_size must be at least 1"),
-        ({"val_size": 0}, r"data\.val_size must be at least 1"),
-        ({"dataset": "svhn"}, r"data\.dataset must be one of mnist, cifar10"),
+        ({"dataset": "torchvision.datasets.NoSuchSet"}, r"data\.dataset='torchvision\.datasets\.NoSuchSet' is not an"),
+        ({"dataset": "svhn"}, r"data\.dataset='svhn' is not an importable dataset class"),
     ],
 )
 def test_bad_sizes_are_user_errors(data_root: Path, overrides: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as err:
         make_datamodule(data_root, **overrides)
+    assert "\n" not in str(err.value)  # printed as one error: line
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("data.batch_size=0", "data.batch_size=0: expected >= 1"), ("data.val_size=0", "data.val_size=0: expected >= 1")],
+)
+def test_bad_sizes_are_rejected_before_loading(compose_cfg, override: str, message: str) -> None:
+    """Ranges are the typed config check's, which train() runs before any data is read."""
+    with pytest.raises(UserError) as err:
+        check(compose_cfg(override))
+    assert str(err.value) == message
 
 
 def test_sampler_batches() -> None:
-    sampler = BatchIndexSampler(10, 4, shuffle=False, drop_last=False)
+    sampler = BatchIndexSampler(10, 4, shuffle=False)
     assert [b.tolist() for b in sampler] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and len(sampler) == 3
-    dropped = BatchIndexSampler(10, 4, shuffle=True, drop_last=True, seed=1)
-    assert [len(b) for b in dropped] == [4, 4] and len(dropped) == 2
-    shuffled = BatchIndexSampler(10, 4, shuffle=True, drop_last=False, seed=1)
+    # Training keeps the short last batch (no drop_last): every image once per epoch, in a seeded order.
+    shuffled = BatchIndexSampler(10, 4, shuffle=True, seed=1)
+    assert [len(b) for b in shuffled] == [4, 4, 2] and len(shuffled) == 3
     assert sorted(torch.cat(list(shuffled)).tolist()) == list(range(10))
+    assert torch.equal(torch.cat(list(shuffled)), torch.cat(list(BatchIndexSampler(10, 4, shuffle=True, seed=1))))
+    assert not torch.equal(torch.cat(list(shuffled)), torch.cat(list(BatchIndexSampler(10, 4, shuffle=True, seed=2))))
 
 
 def test_device_batches_equal_dataloader_batches(data_root: Path) -> None:
@@ -188,9 +212,8 @@ def test_trainer_sees_the_same_batches_on_both_paths(data_root: Path) -> None:
             enable_model_summary=False,
             callbacks=[recorder],
         )
-        trainer.fit(
-            RecursiveAutoencoder(MnistAutoencoder()), datamodule=make_datamodule(data_root, on_device=on_device)
-        )
+        model = RecursiveAutoencoder(REPORT_NET, SHAPES["mnist"])
+        trainer.fit(model, datamodule=make_datamodule(data_root, on_device=on_device))
         seen[on_device] = recorder.batches
     assert [e for e, _ in seen[True]] == [0] * 4 + [1] * 4
     for (_, on_host), (_, on_device) in zip(seen[False], seen[True], strict=True):

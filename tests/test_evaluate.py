@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,11 @@ import pytest
 import torch
 from conftest import CONF_DIR, fixture_overrides
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.evaluate import bce_floor, evaluate, step_table
+from recursive_ae_gan.evaluate import bce_floor, evaluate, step_table, upgrade_old_run_config
 
 DEPTH = 2  # the trained run's model.recursion_depth
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -75,7 +76,7 @@ def test_evaluate_applies_data_and_depth_overrides(run_dir: Path) -> None:
     )
     assert "test/step_2/mse" in result and "test/step_3/mse" not in result
     assert Image.open(run_dir / "checkpoints" / "eval.png").size == (4 * 30 + 2, (DEPTH + 2) * 30 + 2)
-    with pytest.raises(UserError, match="mnist not found: looked in /nowhere"):
+    with pytest.raises(UserError, match="MNIST not found in /nowhere"):
         evaluate(eval_cfg(f"ckpt_path={ckpt}", "data.root=/nowhere"))
 
 
@@ -117,3 +118,95 @@ def test_cli_reports_a_missing_checkpoint_in_one_line_and_writes_nothing(tmp_pat
         f"error: checkpoint not found: {missing}; set ckpt_path to a run's checkpoints/*.ckpt file"
     ]
     assert list(tmp_path.iterdir()) == []  # no Hydra output dir, no log file
+
+
+def old_run_config(data_root: Path) -> dict:
+    """The run_dir fixture's run as a run from before the networks were built from the image shape wrote
+    its ``.hydra/config.yaml`` (unresolved, as Hydra saves it): the dataset and the networks by name."""
+    by_name = "${data.dataset}"
+    return {
+        "seed": 0,
+        "ckpt_path": None,
+        "collapse_threshold": 0.0,
+        "model": {
+            "_target_": "recursive_ae_gan.module.AdversarialAutoencoder",
+            "_convert_": "all",
+            "net": {"_target_": "recursive_ae_gan.networks.autoencoder_for", "dataset": by_name},
+            "recursion_depth": DEPTH, "loss": None, "lr": 0.005, "betas": [0.9, 0.999], "scheduler": None,
+            "eval_depth": None, "compile": False, "channels_last": False,
+            "discriminator": {
+                "_target_": "recursive_ae_gan.networks.discriminator_for", "dataset": by_name, "hidden": [512, 256, 128]
+            },
+            "d_lr": 0.001, "d_betas": [0.9, 0.999], "warmup_epochs": 1, "adv_weight": 0.01, "adv_loss": "minimax",
+            "balance": "target", "target_gain": 0.002, "adv_weight_bounds": [0.0, 0.1],
+        },
+        "data": {
+            "_target_": "recursive_ae_gan.data.ImageDataModule", "dataset": "mnist", "root": "${paths.data_dir}",
+            "download": False, "verify": False, "batch_size": 16, "train_size": 64, "val_size": 16, "test_size": 32,
+            "split_seed": 0, "seed": "${seed}", "num_workers": 0, "on_device": None,
+        },
+        "trainer": {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "precision": "32-true"},
+        "paths": {"data_dir": str(data_root), "log_dir": "outputs", "output_dir": "${hydra:runtime.output_dir}"},
+    }  # fmt: skip
+
+
+def write_old_run(run_dir: Path, dest: Path, data_root: Path, model_target: str | None = None) -> Path:
+    """An old-format run directory holding the run_dir fixture's final weights; returns its checkpoint."""
+    config = old_run_config(data_root)
+    if model_target is not None:
+        config["model"]["_target_"] = model_target
+    (dest / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(config), dest / ".hydra" / "config.yaml")
+    new = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # Old models kept their networks out of hparams; runs before model._convert_=all kept OmegaConf lists there.
+    hparams = {k: v for k, v in config["model"].items() if not k.startswith("_") and k not in ("net", "discriminator")}
+    hparams = {k: ListConfig(v) if isinstance(v, list) else v for k, v in hparams.items() if k != "scheduler"}
+    checkpoint = {
+        "epoch": new["epoch"],
+        "global_step": new["global_step"],
+        "pytorch-lightning_version": new["pytorch-lightning_version"],
+        "state_dict": new["state_dict"],
+        "hyper_parameters": hparams,
+    }
+    ckpt = dest / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    torch.save(checkpoint, ckpt)
+    return ckpt
+
+
+def test_old_run_config_becomes_todays_form(data_root: Path) -> None:
+    old = OmegaConf.create(old_run_config(data_root))
+    new = upgrade_old_run_config(old)
+    assert (new.data.dataset, new.data.train_split, new.data.test_split) == (
+        "torchvision.datasets.MNIST", {"train": True}, {"train": False}
+    )  # fmt: skip
+    assert new.model.net == {"_target_": "recursive_ae_gan.networks.report_autoencoder"}
+    assert new.model.discriminator == {
+        "_target_": "recursive_ae_gan.networks.MLPDiscriminator",
+        "hidden": [512, 256, 128],
+    }
+    assert new.model._recursive_ is False and new.data.root == str(data_root)  # interpolations still resolve
+    assert old.data.dataset == "mnist"  # the run's config is not modified
+    assert upgrade_old_run_config(new) == new  # today's form is kept as it is
+
+
+def test_evaluate_reads_a_run_from_before_shape_built_networks(run_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    """An old run (dataset and networks by name, OmegaConf objects in its checkpoint) with the fixture run's
+    weights evaluates exactly as the fixture run does."""
+    old_ckpt = write_old_run(run_dir, tmp_path / "old_run", data_root)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):  # what the fallback is for
+        torch.load(old_ckpt, weights_only=True)
+    old = evaluate(eval_cfg(f"ckpt_path={old_ckpt}"))
+    new = evaluate(eval_cfg(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"))
+
+    assert (old["max_depth"], old["recursion_depth"], old["score_name"]) == (DEPTH + 3, DEPTH, "test/step_0/mse")
+    metrics = {k for k in new if k.startswith("test/")}
+    assert {k for k in old if k.startswith("test/")} == metrics and "test/step_5/fool_rate" in metrics
+    for key in metrics:
+        assert old[key] == pytest.approx(new[key], rel=1e-6, abs=1e-7), key
+    assert Image.open(old_ckpt.parent / "eval.png").size == (8 * 30 + 2, (DEPTH + 5) * 30 + 2)
+
+    # Unpickled in full only inside a run directory of this project.
+    foreign = write_old_run(run_dir, tmp_path / "foreign_run", data_root, model_target="elsewhere.Model")
+    with pytest.raises(UserError, match="is not a readable checkpoint"):
+        evaluate(eval_cfg(f"ckpt_path={foreign}"))

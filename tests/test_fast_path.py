@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from conftest import SHAPES, data_and_model
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -57,8 +58,7 @@ def test_bf16_cpu_training_step_is_finite(
     adversarial = model_name.endswith("gan")
     overrides = [f"data={dataset}", f"model={model_name}", "trainer.precision=bf16-mixed", "trainer.fast_dev_run=true"]
     cfg = compose_cfg(*overrides, *(["model.warmup_epochs=0"] if adversarial else []))  # the game, not warm-up
-    torch.manual_seed(0)
-    datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+    datamodule, model = data_and_model(cfg)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     conv_dtypes = []
     _first_conv(model).register_forward_hook(lambda module, args, out: conv_dtypes.append(out.dtype))
@@ -67,7 +67,8 @@ def test_bf16_cpu_training_step_is_finite(
     trainer.fit(model, datamodule=datamodule)
 
     assert torch.bfloat16 in conv_dtypes  # autocast was on
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
     assert len(trainer.optimizers) == 1 + adversarial
     assert all(opt.defaults["fused"] for opt in trainer.optimizers)
     state = model.state_dict()
@@ -82,8 +83,11 @@ def test_bf16_cpu_training_step_is_finite(
 @pytest.mark.parametrize("model_name", ["ae", "rae_gan"])
 def test_compile_composes_and_keeps_checkpoint_keys(compose_cfg: Callable[..., DictConfig], model_name: str) -> None:
     # Compiling for real takes about 40 s on this 2-core CPU: the tests only build the model.
-    compiled = instantiate(compose_cfg("data=cifar10", f"model={model_name}", "model.compile=true").model)
-    plain = instantiate(compose_cfg("data=cifar10", f"model={model_name}").model)
+    shape = list(SHAPES["cifar10"])
+    compiled = instantiate(
+        compose_cfg("data=cifar10", f"model={model_name}", "model.compile=true").model, image_shape=shape
+    )
+    plain = instantiate(compose_cfg("data=cifar10", f"model={model_name}").model, image_shape=shape)
 
     assert compiled.hparams.compile is True
     assert compiled.state_dict().keys() == plain.state_dict().keys()  # no _orig_mod. prefix in checkpoints

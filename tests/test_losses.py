@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.losses import (
-    check_choice,
     discriminator_loss,
+    fake_accuracies,
     fool_rates,
     generator_losses,
     real_accuracy,
@@ -72,7 +73,7 @@ def test_fool_rate_and_accuracy_by_hand() -> None:
     ],
 )
 def test_report_freezes_d_only_above_half_fake_accuracy(fake_logits: torch.Tensor, frozen: bool) -> None:
-    result = report_freezes_discriminator(fake_logits)
+    result = report_freezes_discriminator(fake_accuracies(fake_logits))  # the rule takes each step's accuracy
     assert type(result) is bool and result is frozen
 
 
@@ -87,7 +88,17 @@ def test_target_weights_steer_toward_half_and_stay_bounded() -> None:
     torch.testing.assert_close(clamped, torch.tensor([0.1, 0.005]))
 
 
-def test_check_choice_names_the_override() -> None:
-    assert check_choice("loss", "bce", ("mse", "bce")) == "bce"
-    with pytest.raises(UserError, match=r"model\.loss='l1' is not one of: mse, bce"):
-        check_choice("loss", "l1", ("mse", "bce"))
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.adv_loss=hinge", "model.adv_loss='hinge': expected one of minimax, non_saturating"),
+        ("model.balance=foo", "model.balance='foo': expected one of alternate, report, target"),
+        ("model.depth_schedule=random", "model.depth_schedule='random': expected one of sum, cycle"),
+    ],
+)
+def test_bad_choices_name_the_override(compose_cfg, override: str, message: str) -> None:
+    """The choices are the module's Literal types, checked with the config before anything is built."""
+    check(compose_cfg("model=rae_gan", "model.balance=report", "model.adv_loss=non_saturating"))  # valid ones pass
+    with pytest.raises(UserError) as err:
+        check(compose_cfg("model=rae_gan", override))
+    assert str(err.value) == message

@@ -20,9 +20,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """``-m model=ae,rae`` for 2 epochs through the real CLI: jobs ``0`` (AE) and ``1`` (RAE, depth 2)."""
+    """``-m model=ae,rae`` for 2 epochs through the real CLI: jobs ``0`` (AE) and ``1`` (RAE, depth 2).
+
+    Two epochs are too short not to look collapsed, and a collapsed job fails the sweep: collapse_threshold=0."""
     out = tmp_path_factory.mktemp("report")
-    overrides = ["model=ae,rae", "trainer.max_epochs=2", f"hydra.sweep.dir={out / 'sweep'}"]
+    overrides = ["model=ae,rae", "trainer.max_epochs=2", "collapse_threshold=0", f"hydra.sweep.dir={out / 'sweep'}"]
     subprocess.run(
         [sys.executable, "-m", "recursive_ae_gan.train", "-m", *fixture_overrides(data_root, out), *overrides],
         cwd=out, check=True, capture_output=True,
@@ -110,6 +112,26 @@ def test_report_marks_unfinished_runs_and_reported_figures(sweep: Path, tmp_path
     assert not (tmp_path / "loss_curves.png").exists()
     assert "loss_curves.png" not in (tmp_path / "report.md").read_text()
     assert (tmp_path / "test_steps.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize(
+    ("dataset", "short"),
+    [
+        ("torchvision.datasets.CIFAR10", "cifar10"),  # the package's configs name torchvision classes
+        ("torchvision.datasets.FashionMNIST", "fashionmnist"),  # any other class: its name, lowercased
+        ("folder", "folder"),
+        ("mnist", "mnist"),  # runs from before the data package named the dataset
+    ],
+)
+def test_dataset_column_is_the_short_name(sweep: Path, tmp_path: Path, dataset: str, short: str) -> None:
+    ok = json.loads((sweep / "0" / "metrics.json").read_text())
+    run = copy_run(sweep / "0", tmp_path / "run", ok)
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    config.data.dataset = dataset
+    OmegaConf.save(config, run / ".hydra" / "config.yaml")
+    (row,) = write_report(tmp_path)
+    assert row["dataset"] == short
+    assert row["reported"] == (0.014 if short == "mnist" else None)  # the MNIST AE's figure, looked up by name
 
 
 @pytest.mark.parametrize("make, message", [(False, "is not a directory"), (True, "no runs under")])

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.losses import (
     discriminator_loss,
+    fake_accuracies,
     fool_rates,
     generator_losses,
     real_accuracy,
@@ -132,8 +133,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
             d_loss = discriminator_loss(real_logits, fake_logits)
             self.check_finite(d_loss, "discriminator loss", batch_idx, buffers)
-            rates = self.trainer.strategy.reduce(fool_rates(fake_logits.detach()), reduce_op="mean")
-            frozen = self.hparams.balance == "report" and report_freezes_discriminator(rates)
+            reduce = self.trainer.strategy.reduce  # the mean over DDP ranks: every rank decides alike
+            rates = reduce(fool_rates(fake_logits.detach()), reduce_op="mean")
+            frozen = self.hparams.balance == "report" and report_freezes_discriminator(
+                reduce(fake_accuracies(fake_logits.detach()), reduce_op="mean")
+            )
             if not frozen:
                 self._step(opt_d, d_loss)
 
