@@ -409,7 +409,7 @@ def benchmark(cfg: DictConfig) -> list[Row]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path=cli.CONF_DIR, config_name="bench")
 def hydra_main(cfg: DictConfig) -> None:
     """Hydra's task: measure every row."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" banner per row

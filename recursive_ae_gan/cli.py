@@ -14,12 +14,16 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from recursive_ae_gan.errors import user_error
 
+# The configs, as an absolute path: the entry points then work however they are started (python -m, an
+# import of main(), Lightning's DDP re-launch), not only as __main__.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 _OURS = "RECURSIVE_AE_GAN_SET_HYDRA_FULL_ERROR"  # marks the variable as ours in child processes (DDP ranks)
 
 

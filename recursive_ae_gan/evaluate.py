@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 from pathlib import Path
 
 import hydra
@@ -24,6 +23,7 @@ from torchvision.utils import save_image
 
 from recursive_ae_gan import cli
 from recursive_ae_gan.callbacks import reconstruction_grid
+from recursive_ae_gan.checkpoints import check_fits, read_checkpoint
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.report import STEP_METRICS, format_value, markdown_table
 
@@ -72,25 +72,6 @@ def run_dir_of(ckpt: Path) -> Path:
     )
 
 
-def load_checkpoint(ckpt: Path, ours: bool) -> dict:
-    """A Lightning checkpoint's contents, on the CPU. ``ours``: ``ckpt`` lies in a run directory of this project."""
-    try:
-        try:
-            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            if not ours:
-                raise
-            # Checkpoints written before model._convert_=all hold OmegaConf objects in their hyperparameters,
-            # which weights_only=True refuses. Only a checkpoint inside a run directory of this project (its
-            # .hydra/config.yaml trains a recursive_ae_gan model) is unpickled in full: weights_only=False.
-            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise UserError(f"{ckpt} is not a readable checkpoint ({cli.first_line(err)})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{ckpt} holds no state_dict: not a Lightning checkpoint")
-    return checkpoint
-
-
 def bce_floor(images: torch.Tensor) -> float:
     """The least mean BCE any reconstruction can reach on uint8 ``images``: the pixels' own binary entropy."""
     p = images.float() / 255
@@ -106,7 +87,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/*.ckpt file")
     run = run_dir_of(ckpt)
     run_cfg = upgrade_old_run_config(OmegaConf.load(run / ".hydra" / "config.yaml"))
-    checkpoint = load_checkpoint(ckpt, ours=str(run_cfg.model.get("_target_")).startswith("recursive_ae_gan."))
+    checkpoint = read_checkpoint(ckpt, trusted=str(run_cfg.model.get("_target_")).startswith("recursive_ae_gan."))
     # A root-level merge keeps the run's interpolations (data.root: ${paths.data_dir}) resolvable;
     # ??? values in cfg.data do not replace the run's.
     run_cfg = OmegaConf.merge(run_cfg, {"data": cfg.data})
@@ -126,10 +107,8 @@ def evaluate(cfg: DictConfig) -> dict:
             f"{'x'.join(map(str, trained_shape))} ones; drop the data overrides that change the images"
         )
     model: L.LightningModule = instantiate(run_cfg.model, image_shape=image_shape, eval_depth=max_depth)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:  # missing, unexpected or mis-shaped weights
-        raise UserError(f"{ckpt} does not hold the weights of its run's model ({cli.first_line(err)})") from None
+    check_fits(checkpoint, model, ckpt)
+    model.load_state_dict(checkpoint["state_dict"])
     trainer = L.Trainer(
         accelerator=cfg.eval.accelerator,
         devices=1,
@@ -169,7 +148,7 @@ def step_table(result: dict) -> str:
     return markdown_table(["step", *names], rows)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=cli.CONF_DIR, config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> None:
     """Hydra's task: evaluate, then print the per-step table."""
     with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own

@@ -12,9 +12,6 @@ warning naming each; a single input file that cannot be decoded is an error.
 from __future__ import annotations
 
 import logging
-import pickle
-import re
-import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +28,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.utils import save_image
 
 from recursive_ae_gan import cli
+from recursive_ae_gan.checkpoints import read_checkpoint
 from recursive_ae_gan.data.sources import FileItems, image_files
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
@@ -40,19 +38,11 @@ log = logging.getLogger(__name__)
 EXTRA_DEPTH = 3  # default depth: this many steps past the trained recursion_depth, as evaluate does
 
 
-def read_checkpoint(ckpt: Path) -> dict:
-    """The checkpoint's contents (plain tensors and containers only); a one-line error unless it is a
-    checkpoint of this package's modules."""
-    if not ckpt.is_file():
-        raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/last.ckpt")
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"ckpt_path={ckpt} is not a checkpoint of this package: {unloadable(ckpt, err)}") from None
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+def checkpoint_hparams(ckpt: Path) -> dict:
+    """The hyperparameters of a checkpoint of this package's modules; a one-line error for any other file."""
+    hparams = read_checkpoint(ckpt).get("hyper_parameters")
     if not (
         isinstance(hparams, dict)
-        and isinstance(checkpoint.get("state_dict"), dict)
         and isinstance(hparams.get("net"), dict)
         and "_target_" in hparams["net"]
         and len(hparams.get("image_shape") or ()) == 3
@@ -61,16 +51,7 @@ def read_checkpoint(ckpt: Path) -> dict:
             f"ckpt_path={ckpt} is not a checkpoint of recursive_ae_gan's models (no network config and image "
             f"shape in its hyper_parameters); give a run's checkpoints/last.ckpt"
         )
-    return checkpoint
-
-
-def unloadable(ckpt: Path, err: BaseException) -> str:
-    """Why ``torch.load(ckpt, weights_only=True)`` failed, in a few words instead of torch's paragraph."""
-    if not zipfile.is_zipfile(ckpt):
-        return "not a file written by torch.save"
-    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err)):
-        return f"it holds {found[1]} objects, which weights_only=True refuses (written before model._convert_=all?)"
-    return cli.first_line(err)
+    return hparams
 
 
 def model_class(hparams: dict) -> type[RecursiveAutoencoder]:
@@ -80,7 +61,7 @@ def model_class(hparams: dict) -> type[RecursiveAutoencoder]:
 
 def load_model(ckpt: Path, depth: int | None) -> tuple[RecursiveAutoencoder, int]:
     """The checkpoint's model, ready to predict steps 0..depth, and that depth."""
-    hparams = read_checkpoint(ckpt)["hyper_parameters"]
+    hparams = checkpoint_hparams(ckpt)
     _, height, width = hparams["image_shape"]
     if height != width:  # FileItems converts to squares, as data=folder does
         raise UserError(f"the model of {ckpt} was trained on {height}x{width} images; reconstruct makes square ones")
@@ -227,7 +208,7 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return out, [out / name for name in names]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="reconstruct")
+@hydra.main(version_base="1.3", config_path=cli.CONF_DIR, config_name="reconstruct")
 def hydra_main(cfg: DictConfig) -> None:
     """Hydra's task: reconstruct, then say where the grids went."""
     with cli.one_line_errors():  # here, not only around Hydra, which would add a line of its own

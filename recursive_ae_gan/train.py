@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import traceback
 from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -24,8 +22,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from recursive_ae_gan import cli
+from recursive_ae_gan.checkpoints import check_fits, read_checkpoint
 from recursive_ae_gan.config import check
-from recursive_ae_gan.errors import CollapsedRunError, RunFailed, UserError, user_error
+from recursive_ae_gan.errors import CollapsedRunError, RunFailed, user_error
 from recursive_ae_gan.sweeps import objective, pin_job_to_gpu
 
 log = logging.getLogger(__name__)
@@ -33,40 +32,6 @@ log = logging.getLogger(__name__)
 
 def write_metrics(cfg: DictConfig, result: dict) -> None:
     Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-
-
-def checked_checkpoint(path: str | None, model: L.LightningModule) -> str | None:
-    """``path`` if it is a readable checkpoint of this model on this data; else a one-line error."""
-    if path is None:
-        return None
-    ckpt = Path(path).expanduser()
-    if not ckpt.is_file():
-        raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/last.ckpt")
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"ckpt_path={ckpt} is not a readable checkpoint ({cli.first_line(err)})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"ckpt_path={ckpt} holds no state_dict: not a Lightning checkpoint")
-    saved, expected = checkpoint["state_dict"], model.state_dict()
-    if saved.keys() != expected.keys() or any(saved[k].shape != expected[k].shape for k in saved):
-        theirs = checkpoint.get("hyper_parameters", {})
-        raise UserError(
-            f"ckpt_path={ckpt} holds another model or image shape ({describe(theirs)}) than this run "
-            f"({describe(model.hparams)}); resume with the overrides of the run that wrote it"
-        )
-    return str(ckpt)
-
-
-def describe(hparams: dict) -> str:
-    net = hparams.get("net", {})
-    parts = [
-        f"net {net.get('_target_', '?').rpartition('.')[2] if isinstance(net, dict) else '?'}",
-        f"discriminator {'yes' if 'discriminator' in hparams else 'no'}",
-        f"recursion_depth {hparams.get('recursion_depth', '?')}",
-        f"images {'x'.join(map(str, hparams.get('image_shape', ['?'])))}",
-    ]
-    return ", ".join(parts)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -84,7 +49,9 @@ def train(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     L.seed_everything(cfg.seed, workers=True)  # the weights' initialisation
     model: L.LightningModule = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
-    ckpt_path = checked_checkpoint(cfg.get("ckpt_path"), model)
+    ckpt_path = cfg.ckpt_path and Path(cfg.ckpt_path).expanduser()
+    if ckpt_path:  # a one-line error for a missing, unreadable or mismatched checkpoint, before fit
+        check_fits(read_checkpoint(ckpt_path), model, ckpt_path)
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -115,7 +82,7 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=cli.CONF_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task: train; returns ``optimized_metric`` (null: ``score``) to sweepers, None for a failed job.
 

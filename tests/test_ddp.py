@@ -42,12 +42,15 @@ def test_ddp_ranks_share_each_epoch_and_resume(
     run = tmp_path / "run"
     ddp = ["trainer=ddp", "trainer.devices=2", f"data.on_device={path}", f"model={model}", f"hydra.run.dir={run}"]
     ddp += ["model.warmup_epochs=1"] if model == "rae_gan" else []
-    for epochs, resume in [(1, []), (2, [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])]:  # 1 epoch, then resume
+    # On the DataLoader path: 1 epoch, then resume from its last.ckpt to 2; on the device: 2 epochs at once.
+    resume = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+    for epochs, more in [(1, []), (2, resume)] if path == "false" else [(2, [])]:
         record = [RECORD, f"+callbacks.record.path={tmp_path / f'epochs{epochs}'}"]
-        process = run_cli(data_root, tmp_path, *COMMON, *ddp, f"trainer.max_epochs={epochs}", *record, *resume)
+        process = run_cli(data_root, tmp_path, *COMMON, *ddp, f"trainer.max_epochs={epochs}", *record, *more)
         assert process.returncode == 0, process.stderr[-5000:]
     for epoch in (0, 1):
-        ranks = [recorded(tmp_path / f"epochs{epoch + 1}" / f"rank{r}.json") for r in (0, 1)]
+        folder = tmp_path / (f"epochs{epoch + 1}" if path == "false" else "epochs2")
+        ranks = [recorded(folder / f"rank{r}.json") for r in (0, 1)]
         single = [keys for e, _, keys in single_process if e == epoch]  # 6 batches of 8
         shares = [[keys for e, _, keys in rank if e == epoch] for rank in ranks]
         assert [len(s) for s in shares] == [3, 3]  # each rank: half the batches

@@ -1,17 +1,28 @@
-"""Every bad input ends as one ``error:`` line that names the key or file, exit status 1, no traceback."""
+"""Every bad input ends as one ``error:`` line that names the key or file, exit status 1, no traceback.
+
+The table runs the real CLI entry point (``recursive_ae_gan.train.main`` with the command line in
+``sys.argv``) in a child process forked from this one: a process of its own, exit status and stderr
+included, without paying torch's and Lightning's imports again for each of its rows.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
+from conftest import fixture_overrides
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from test_train import assert_one_line_error, run_cli
+from test_train import assert_one_line_error
 from torchvision.datasets import CIFAR10
 
+from recursive_ae_gan import train as train_cli
 from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
 
@@ -70,10 +81,29 @@ BAD_INPUTS = [
 ]
 
 
+def _cli_child(argv: list[str], stdout: str, stderr: str) -> None:
+    """The child's body: the command line, stdout and stderr of ``python -m recursive_ae_gan.train ARGV``."""
+    for path, fd in ((stdout, 1), (stderr, 2)):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
+    sys.argv = ["recursive_ae_gan.train", *argv]
+    train_cli.main()  # SystemExit("error: ...") prints its message and exits 1, as in the interpreter
+
+
+def run_cli_forked(data_root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    stdout, stderr = out / "stdout.txt", out / "stderr.txt"
+    child = multiprocessing.get_context("fork").Process(
+        target=_cli_child, args=([*fixture_overrides(data_root, out), *overrides], str(stdout), str(stderr))
+    )
+    child.start()
+    child.join(timeout=120)
+    return subprocess.CompletedProcess(overrides, child.exitcode, stdout.read_text(), stderr.read_text())
+
+
 @pytest.mark.parametrize(("overrides", "fragments"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
 def test_bad_input_is_one_line(data_root: Path, tmp_path: Path, files, gan_checkpoint, overrides, fragments) -> None:
     fill = {"mnist": files["mnist"], "cifar": files["cifar"], "root": files["root"], "gan": gan_checkpoint}
-    process = run_cli(data_root, tmp_path, *(o.format(**fill) for o in overrides))
+    process = run_cli_forked(data_root, tmp_path, *(o.format(**fill) for o in overrides))
     assert_one_line_error(process, *(f.format(**fill) for f in fragments))
     assert not list(tmp_path.glob("runs/*/checkpoints"))  # nothing trained
 

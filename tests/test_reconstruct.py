@@ -23,6 +23,7 @@ from recursive_ae_gan import cli
 from recursive_ae_gan.data.sources import FileItems
 from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.reconstruct import grid_names, reconstruct
+from recursive_ae_gan.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -60,18 +61,19 @@ def run_together(commands: dict[str, tuple[list[str], Path]]) -> dict[str, subpr
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each run's last.ckpt: 1 epoch on 16 PNGs (48x48, some grayscale or wider), both trained at once."""
+    """Each run's last.ckpt: 1 epoch on 16 PNGs (48x48, some grayscale or wider), trained by train() in-process."""
     base = tmp_path_factory.mktemp("reconstruct")
     images = write_image_folder(base / "train_images", n=16, corrupt=False)
     common = [
-        "-m", "recursive_ae_gan.train", "data=folder", f"data.root={images}", "data.val_size=2", "data.test_size=2",
-        "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "logger=csv", "collapse_threshold=0", *TINY,
+        "data=folder", f"data.root={images}", "data.val_size=2", "data.test_size=2", "trainer.max_epochs=1",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "logger=csv", "collapse_threshold=0", *TINY,
     ]  # fmt: skip
-    runs = run_together({name: ([*common, f"paths.log_dir={base / name}", *o], REPO) for name, o in RUNS.items()})
-    for name, process in runs.items():
-        assert process.returncode == 0, f"{name}: {process.stderr[-3000:]}"
-    return {name: next((base / name / "runs").iterdir()) / "checkpoints" / "last.ckpt" for name in RUNS}
+    for name, overrides in RUNS.items():
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", [*common, *overrides, f"paths.output_dir={base / name}"])
+        assert train(cfg)["status"] == "ok"
+    return {name: base / name / "checkpoints" / "last.ckpt" for name in RUNS}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""Reading checkpoints: the one place for the one-line errors of a missing, unreadable or mismatched checkpoint."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from recursive_ae_gan.cli import first_line
+from recursive_ae_gan.errors import UserError
+
+
+def read_checkpoint(ckpt: Path, trusted: bool = False) -> dict:
+    """A Lightning checkpoint's contents on the CPU, loaded with ``weights_only=True``.
+
+    ``trusted``: the checkpoint lies in a run directory of this project, so one from before
+    ``model._convert_=all`` (OmegaConf objects in its hyperparameters, which weights_only refuses) may
+    be unpickled in full.
+    """
+    if not ckpt.is_file():
+        raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/last.ckpt")
+    try:
+        try:
+            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            if not trusted:
+                raise
+            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise UserError(f"ckpt_path={ckpt} is not a readable checkpoint: {unloadable(ckpt, err)}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"ckpt_path={ckpt} holds no state_dict: not a Lightning checkpoint")
+    return checkpoint
+
+
+def unloadable(ckpt: Path, err: BaseException) -> str:
+    """Why ``torch.load(ckpt, weights_only=True)`` failed, in a few words instead of torch's paragraph."""
+    if not zipfile.is_zipfile(ckpt):
+        return "not a file written by torch.save"
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err)):
+        return f"it holds {found[1]} objects, which weights_only=True refuses (written before model._convert_=all?)"
+    return first_line(err)
+
+
+def check_fits(checkpoint: dict, model: L.LightningModule, ckpt: Path) -> None:
+    """A one-line error unless ``checkpoint``'s weights are those of ``model`` (same networks and image shape)."""
+    saved, expected = checkpoint["state_dict"], model.state_dict()
+    if saved.keys() != expected.keys() or any(saved[k].shape != expected[k].shape for k in saved):
+        theirs = checkpoint.get("hyper_parameters", {})
+        raise UserError(
+            f"ckpt_path={ckpt} holds another model or image shape ({describe(theirs)}) than this run "
+            f"({describe(model.hparams)}); use the overrides of the run that wrote it"
+        )
+
+
+def describe(hparams: dict) -> str:
+    """A model's identity in a few words, from its hyperparameters."""
+    net = hparams.get("net")
+    return ", ".join(
+        [
+            f"net {net.get('_target_', '?').rpartition('.')[2] if isinstance(net, dict) else '?'}",
+            f"discriminator {'yes' if 'discriminator' in hparams else 'no'}",
+            f"recursion_depth {hparams.get('recursion_depth', '?')}",
+            f"images {'x'.join(map(str, hparams.get('image_shape', ['?'])))}",
+        ]
+    )
