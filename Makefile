@@ -20,7 +20,7 @@ train: $(VENV)/.installed  ## the default run: the report's MNIST autoencoder
 	$(BIN)/python -m recursive_ae_gan.train $(ARGS)
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n 2 --durations=10 $(ARGS)  # two workers: CI has two cores
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 $(ARGS)  # two workers (CI has two cores), a file's tests on one
 
 bench: $(VENV)/.installed  ## framework vs plain PyTorch throughput (docs/benchmarks.md)
 	$(BIN)/python -m recursive_ae_gan.bench $(ARGS)

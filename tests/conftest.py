@@ -6,9 +6,12 @@ loading code (torchvision's readers) without the network or ``../shared``.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,3 +136,28 @@ def data_and_model(cfg: DictConfig) -> tuple[ImageDataModule, L.LightningModule]
     datamodule.setup("fit")
     L.seed_everything(cfg.seed, workers=True)
     return datamodule, instantiate(cfg.model, image_shape=list(datamodule.image_shape))
+
+
+def _cli_child(argv: list[str], stdout: str, stderr: str) -> None:
+    """The child's body: the command line, stdout and stderr of ``python -m recursive_ae_gan.train ARGV``."""
+    for path, fd in ((stdout, 1), (stderr, 2)):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
+    sys.argv = ["recursive_ae_gan.train", *argv]
+    from recursive_ae_gan.train import main
+
+    main()  # SystemExit("error: ...") prints its message and exits 1, as in the interpreter
+
+
+def run_cli_forked(data_root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m recursive_ae_gan.train`` on the fixtures, as a child forked from the test process: the real
+    entry point (``main()`` with the command line in ``sys.argv``) in a process of its own, exit status and
+    output included, without importing torch and Lightning again. For commands that end before training."""
+    out.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = out / "stdout.txt", out / "stderr.txt"
+    child = multiprocessing.get_context("fork").Process(
+        target=_cli_child, args=([*fixture_overrides(data_root, out), *overrides], str(stdout), str(stderr))
+    )
+    child.start()
+    child.join(timeout=120)
+    return subprocess.CompletedProcess(overrides, child.exitcode, stdout.read_text(), stderr.read_text())

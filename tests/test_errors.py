@@ -1,28 +1,21 @@
 """Every bad input ends as one ``error:`` line that names the key or file, exit status 1, no traceback.
 
-The table runs the real CLI entry point (``recursive_ae_gan.train.main`` with the command line in
-``sys.argv``) in a child process forked from this one: a process of its own, exit status and stderr
-included, without paying torch's and Lightning's imports again for each of its rows.
+The table runs the real CLI entry point in a child process forked from this one (``run_cli_forked``).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
-from conftest import fixture_overrides
+from conftest import fixture_overrides, run_cli_forked
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_train import assert_one_line_error
 from torchvision.datasets import CIFAR10
 
-from recursive_ae_gan import train as train_cli
 from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
 
@@ -45,7 +38,7 @@ def files(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 @pytest.fixture(scope="module")
 def gan_checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real checkpoint of AE+GAN on MNIST (one step), which a plain AE run must refuse."""
-    from conftest import CONF_DIR, fixture_overrides
+    from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
 
     out = tmp_path_factory.mktemp("gan")
@@ -79,25 +72,6 @@ BAD_INPUTS = [
     (["data=cifar10", "data.root={cifar}"], ["{cifar}/cifar-10-batches-py/data_batch_2", "truncated or corrupt"]),
     (["paths.log_dir={root}/a_file/out"], ["{root}/a_file/out", "writable"]),
 ]
-
-
-def _cli_child(argv: list[str], stdout: str, stderr: str) -> None:
-    """The child's body: the command line, stdout and stderr of ``python -m recursive_ae_gan.train ARGV``."""
-    for path, fd in ((stdout, 1), (stderr, 2)):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
-    sys.argv = ["recursive_ae_gan.train", *argv]
-    train_cli.main()  # SystemExit("error: ...") prints its message and exits 1, as in the interpreter
-
-
-def run_cli_forked(data_root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    stdout, stderr = out / "stdout.txt", out / "stderr.txt"
-    child = multiprocessing.get_context("fork").Process(
-        target=_cli_child, args=([*fixture_overrides(data_root, out), *overrides], str(stdout), str(stderr))
-    )
-    child.start()
-    child.join(timeout=120)
-    return subprocess.CompletedProcess(overrides, child.exitcode, stdout.read_text(), stderr.read_text())
 
 
 @pytest.mark.parametrize(("overrides", "fragments"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import _images
+from conftest import _images, run_cli_forked
 from hydra.utils import instantiate
 from image_folders import write_image_folder
 from test_train import assert_one_line_error, run_cli
@@ -119,12 +119,12 @@ def test_in_memory_and_streaming_give_the_same_images(compose_cfg, folder: Path,
 def test_a_folder_without_readable_images_is_one_line(data_root: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    process = run_cli(data_root, tmp_path / "out", *FOLDER, f"data.root={tmp_path / 'empty'}")
+    process = run_cli_forked(data_root, tmp_path / "out", *FOLDER, f"data.root={tmp_path / 'empty'}")
     assert_one_line_error(process, "no image files", str(tmp_path / "empty"), "data.root")
 
 
 def test_the_report_network_on_other_images_names_both_settings(data_root: Path, folder: Path, tmp_path: Path):
-    process = run_cli(data_root, tmp_path, *FOLDER, f"data.root={folder}", "model/net=report")
+    process = run_cli_forked(data_root, tmp_path, *FOLDER, f"data.root={folder}", "model/net=report")
     assert_one_line_error(process, "model/net=report", "3x48x48", "model/net=conv")
 
 
