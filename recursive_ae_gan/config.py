@@ -76,6 +76,7 @@ TOP_LEVEL: dict[str, Any] = {
     "optimized_metric": str | None,
     "jobs_per_gpu": int,
 }
+PATHS: dict[str, Any] = {"data_dir": str, "log_dir": str, "output_dir": str}  # the paths group: folders
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "paths")
 
 
@@ -89,6 +90,10 @@ def check(cfg: DictConfig) -> None:
         _check_value(cfg[key], TOP_LEVEL[key], key)
     if cfg.collapse_threshold < 0:
         raise UserError(f"collapse_threshold={cfg.collapse_threshold}: expected a number >= 0")
+    for key in cfg.paths:
+        if key not in PATHS:
+            raise UserError(f"paths.{key} is not a setting{_did_you_mean(key, list(PATHS))}")
+        _check_value(cfg.paths[key], PATHS[key], f"paths.{key}")
     for group in ("data", "model", "trainer"):
         check_node(cfg[group], group)
     for group in ("callbacks", "logger"):

@@ -93,6 +93,8 @@ CONFIG_ERRORS = [
     (["data.train_split=train"], r"data\.train_split='train': expected a mapping or null"),
     (["collapse_threshold=-1"], r"collapse_threshold=-1: expected a number >= 0"),
     (["seed=abc"], r"seed='abc': expected an integer"),
+    (["paths.log_dir=[a,b]"], r"paths\.log_dir=\['a', 'b'\]: expected a string"),
+    (["+paths.logdir=x"], r"paths\.logdir is not a setting \(did you mean log_dir\?\)"),
     (["+foo=1"], r"foo is not a setting"),
     (["+model.recursion_dept=1"], r"model\.recursion_dept is not an argument .* \(did you mean recursion_depth\?\)"),
     (["model/net=conv", "+model.net.stage=2"], r"model\.net\.stage is not an argument of .*ConvAutoencoder"),
