@@ -92,6 +92,7 @@ class ImageDataModule(L.LightningDataModule):
         self.name = dataset.rpartition(".")[2]  # for messages: MNIST, CIFAR10, folder
         self.splits: dict[str, torch.Tensor] = {}  # in memory: uint8 (N, C, H, W) per split
         self.streamed: dict[str, StreamedBatches] = {}  # streaming: files per split
+        self.prepared = False
 
     def _root(self) -> Path:
         return Path(self.hparams.root).expanduser().resolve()
@@ -107,6 +108,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         hp = self.hparams
+        if self.prepared:  # train() prepares before the model is built, Lightning again in fit
+            return
+        self.prepared = True
         if hp.download and hp.dataset != FOLDER:
             for split in [hp.train_split] + ([hp.test_split] if hp.test_split is not None else []):
                 open_dataset(hp.dataset, self._root(), split or {}, hp.verify, download=True)
