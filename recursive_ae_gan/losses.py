@@ -36,9 +36,9 @@ def reconstruction_losses(
         per_pixel = (torch.sigmoid(logits.float()) - target).square()
     else:
         raise ValueError(f"unknown reconstruction loss {kind!r}: mse or bce")
-    per_image = per_pixel.flatten(2).mean(2)  # (S, B)
     if depths is None:
-        return per_image.mean(1)
+        return per_pixel.flatten(1).mean(1)
+    per_image = per_pixel.flatten(2).mean(2)  # (S, B)
     chosen = depths.unsqueeze(0) == torch.arange(len(logits), device=depths.device).unsqueeze(1)  # (S, B)
     return (per_image * chosen).sum(1) / chosen.sum(1).clamp_min(1)
 
