@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.errors import HydraException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
 from recursive_ae_gan.errors import user_error
@@ -66,15 +67,16 @@ def quiet() -> None:
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Bad input (a UserError behind any exception, a Hydra or OmegaConf error, a folder that cannot be
-    written) exits with one ``error:`` line and status 1; anything else is a bug and keeps its traceback."""
+    """Bad input (a UserError behind any exception, a Hydra or OmegaConf error, a trainer setting Lightning
+    refuses, a folder that cannot be written) exits with one ``error:`` line and status 1; anything else is a
+    bug and keeps its traceback."""
     try:
         yield
     except Exception as err:
         if reason := user_error(err):
             sys.exit(f"error: {reason}")
-        if isinstance(err, HydraException | OmegaConfBaseException):
-            sys.exit(f"error: {one_line(err)}")
+        if isinstance(err, HydraException | OmegaConfBaseException | MisconfigurationException):
+            sys.exit(f"error: {one_line(err)}")  # MisconfigurationException: Lightning refuses a trainer setting
         if isinstance(err, OSError):  # e.g. Hydra cannot create the run directory
             where = f" {err.filename}" if err.filename else ""
             sys.exit(

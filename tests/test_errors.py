@@ -68,6 +68,7 @@ BAD_INPUTS = [
     (["ckpt_path={root}/missing.ckpt"], ["{root}/missing.ckpt", "not found"]),
     (["ckpt_path={root}/notes.ckpt"], ["{root}/notes.ckpt", "not a readable checkpoint"]),
     (["ckpt_path={gan}"], ["{gan}", "another model"]),
+    (["model=ae_gan", "trainer.gradient_clip_val=1.0"], ["gradient_clip_val", "manual optimization"]),
     (["data.root={mnist}"], ["{mnist}/MNIST/raw/train-images-idx3-ubyte", "truncated or corrupt"]),
     (["data=cifar10", "data.root={cifar}"], ["{cifar}/cifar-10-batches-py/data_batch_2", "truncated or corrupt"]),
     (["paths.log_dir={root}/a_file/out"], ["{root}/a_file/out", "writable"]),
