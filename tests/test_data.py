@@ -233,3 +233,42 @@ def test_epoch_set_after_iter_decides_the_order(data_root: Path, on_device: bool
     loader.sampler.set_epoch(3)
     for batch, expected_batch in zip(iterator, expected, strict=True):
         assert torch.equal(batch, expected_batch)
+
+
+def test_ranks_share_training_batches_round_robin_and_wrap_when_uneven() -> None:
+    """7 batches over 3 ranks: 3 each, the last round wraps to the epoch's first batches (DDP steps evenly)."""
+    single = [b.tolist() for b in BatchIndexSampler(26, 4, shuffle=True, seed=2)]  # 7 batches, the last of 2
+    shares = [
+        [b.tolist() for b in BatchIndexSampler(26, 4, shuffle=True, seed=2, rank=r, world_size=3)] for r in range(3)
+    ]
+    assert [len(s) for s in shares] == [3, 3, 3]
+    padded = single + single[:2]
+    assert shares == [padded[r::3] for r in range(3)]
+    assert len(BatchIndexSampler(26, 4, shuffle=True, rank=1, world_size=3)) == 3
+
+
+def test_ranks_split_evaluation_images_once_without_padding() -> None:
+    shares = [torch.cat(list(BatchIndexSampler(11, 2, shuffle=False, rank=r, world_size=3))).tolist() for r in range(3)]
+    assert sum(shares, []) == list(range(11))  # every image exactly once, in order
+    assert [len(BatchIndexSampler(11, 2, shuffle=False, rank=r, world_size=3)) for r in range(3)] == [2, 2, 2]
+
+
+def test_loader_state_resumes_within_its_epoch_only(data_root: Path) -> None:
+    loader = make_datamodule(data_root, seed=5).train_dataloader()
+    loader.sampler.set_epoch(2)
+    full = list(loader)
+    iterator = iter(loader)
+    next(iterator), next(iterator)
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "batches_done": 2}
+    resumed = make_datamodule(data_root, seed=5).train_dataloader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)
+    rest = list(resumed)
+    assert len(rest) == len(full) - 2 and all(torch.equal(a, b) for a, b in zip(rest, full[2:], strict=True))
+    end_of_epoch = resumed.state_dict()
+    assert end_of_epoch == {"epoch": 2, "batches_done": len(full)}
+    after_end = make_datamodule(data_root, seed=5).train_dataloader()
+    after_end.load_state_dict(end_of_epoch)
+    after_end.sampler.set_epoch(3)  # a state saved at an epoch's end does not skip any of the next epoch
+    assert len(list(after_end)) == len(full)
