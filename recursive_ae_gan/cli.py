@@ -3,7 +3,9 @@
 Hydra reports its own errors (a bad override, an unknown key, a run directory it cannot create)
 in several lines plus a hint about ``HYDRA_FULL_ERROR``. ``run`` sets that variable so that Hydra
 re-raises instead, and prints one line. A user who sets ``HYDRA_FULL_ERROR=1`` still gets Hydra's
-full traceback. Only a bug in the package (any other exception) prints a traceback.
+full traceback. Only a bug in the package (any other exception) prints a traceback. A task function
+also wraps its own work in ``one_line_errors()``: an exception that left the task would make Hydra print
+one more line ("Error executing job with overrides: ...") before ours.
 """
 
 from __future__ import annotations
