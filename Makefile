@@ -1,4 +1,4 @@
-# `make train` and `make test` set up .venv (again only when pyproject.toml changed) and run.
+# `make train` and `make test` set up .venv (again only when pyproject.toml or setup.py changed) and run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,14 +6,14 @@ ARGS ?=
 EXPERIMENTS ?= mnist_ae,cifar10_ae,cifar10_rae,mnist_ae_gan,cifar10_ae_gan,cifar10_rae_gan
 SWEEP_DIR ?= outputs/reproduce/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: train test bench reproduce lint clean
+.PHONY: train test bench gpu-check reproduce lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed: pyproject.toml setup.py | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,sweep]'
+	$(BIN)/pip install --quiet -e '.[dev,sweep,mlflow,wandb]'  # CI runs the MLflow and W&B tests too
 	touch $@
 
 train: $(VENV)/.installed  ## the default run: the report's MNIST autoencoder
@@ -24,6 +24,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed  ## framework vs plain PyTorch throughput (docs/benchmarks.md)
 	$(BIN)/python -m recursive_ae_gan.bench $(ARGS)
+
+gpu-check: $(VENV)/.installed  ## a lent GPU end to end in < 8 min, one markdown report; ARGS=--quick: on the CPU
+	$(BIN)/python -m recursive_ae_gan.gpu_check $(ARGS)
 
 reproduce: $(VENV)/.installed  ## the report's experiments as one multirun, then the results table
 	$(BIN)/python -m recursive_ae_gan.train -m experiment=$(EXPERIMENTS) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)

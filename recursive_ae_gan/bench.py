@@ -1,19 +1,32 @@
 """Training throughput of the framework against plain PyTorch: ``python -m recursive_ae_gan.bench``.
 
-For every dataset's network, model (ae, rae, ae_gan, rae_gan) and batch size, two runs train on
+For every dataset's network, model (ae, rae, ae_gan, rae_gan) and batch size, two paths train on
 the same synthetic uint8 images of the dataset's shape:
 
 * framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=..``), built
   as training builds it (``instantiate(cfg.model, image_shape=...)`` from the data's image shape) and
   fitted by a real ``lightning.Trainer`` (no logger, checkpoints, progress bar or validation) over
   the real ``ImageDataModule`` loaders;
-* plain: the same networks (``report_autoencoder(shape)``, ``MLPDiscriminator(shape, hidden)``),
-  losses, fused Adam, recursion and D/AE alternation in a bare loop.
+* plain: ``PlainLoop``, the same networks (``report_autoencoder(shape)``, ``MLPDiscriminator(shape,
+  hidden)``), losses, fused Adam, recursion and D/AE alternation in a bare loop that can be resumed
+  for any number of batches.
 
-After ``warmup_steps`` batches, ``windows`` windows of ``window_images`` images each are timed
-(with a device sync at each boundary); a row's throughput is the windows' median. Rows are printed
-with the framework/plain ratio and peak memory, written to ``<out_dir>/<time>.csv``, and the last
-line is ``min ratio: X``. Results and the GPU fast path: docs/benchmarks.md.
+Why interleaved: the load of other processes drifts over seconds, so two runs timed one after the
+other compare two different machines. Here both paths run in one process, in lockstep over the same
+batches: the fit's ``Interleave`` callback counts the framework's batches, and after each window of
+``window_images`` images it times the plain loop's next window of the same batches right there
+(``PlainLoop.train``), with a device sync at every boundary. So the windows alternate framework,
+plain, framework, plain, ... A row's ratio is the median of the pair ratios (each framework window
+against the plain window right after it), printed with their interquartile range; a burst of load
+spoils a pair or two, not the median. The throughputs are the median windows of each path.
+
+On the CPU the clock is this process's CPU time (``bench.clock=process``) and torch runs one thread: a
+window then does not count the time other processes hold the core, and two threads do not wait on each
+other's descheduled partner; on a GPU it is the wall clock. Both paths first train ``warmup_steps``
+untimed batches (compilation, cuDNN autotuning). Rows are
+printed with the peak memory of the row (both paths live at once), written to ``<out_dir>/<time>.csv``,
+and the last line is ``min ratio: X``, the smallest median. Results and the GPU fast path:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,11 +37,11 @@ import logging
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
-from itertools import count, pairwise
+from itertools import count
 from pathlib import Path
 
 import hydra
@@ -61,22 +74,26 @@ DEVICE_DEFAULTS = {
     "cuda": {
         "batch_sizes": [64, 256, 1024],
         "warmup_steps": 30,
-        "window_images": 32768,
+        "window_images": 16384,
         "precision": "bf16-mixed",
         "compile": True,
         "channels_last": True,
+        "threads": None,
+        "clock": "wall",
     },
     "cpu": {
         "batch_sizes": [64, 256],
         "warmup_steps": 3,
-        "window_images": 1024,
+        "window_images": 512,
         "precision": "32-true",
         "compile": False,
         "channels_last": False,
+        "threads": 1,  # two threads beside another busy process wait on each other: see docs/benchmarks.md
+        "clock": "process",  # this process's CPU time: blind to the time other processes take the core
     },
 }
 # bench.quick=true: a smoke run of every row in seconds, for the test suite.
-QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 2, "window_images": 8, "repeats": 1}
+QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 2, "window_images": 8}
 
 
 @dataclass(frozen=True)
@@ -90,7 +107,6 @@ class Settings:
     num_images: int
     warmup_steps: int
     windows: int
-    repeats: int
     window_images: int
     device: torch.device
     precision: str
@@ -111,6 +127,9 @@ def settings(bench: DictConfig) -> Settings:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("bench.device=cuda but torch sees no GPU; leave bench.device=null to use the CPU")
     values |= {k: v for k, v in DEVICE_DEFAULTS[device].items() if values[k] is None}
+    if values["threads"] is not None and values["threads"] < 0:
+        raise UserError(f"bench.threads must be 0 (torch's default) or more, got {values['threads']}")
+    values["threads"] = values["threads"] or None  # None: torch's default
     if values.pop("quick"):
         values |= QUICK
     for name, choices in [("datasets", SHAPES), ("models", MODELS)]:
@@ -122,9 +141,11 @@ def settings(bench: DictConfig) -> Settings:
         raise UserError("bench.clock=process counts CPU time, not the GPU's work: use bench.clock=wall on cuda")
     if values["precision"] not in PRECISIONS:
         raise UserError(f"bench.precision={values['precision']!r} is not one of: {', '.join(PRECISIONS)}")
-    for name in ("depth", "num_images", "warmup_steps", "windows", "repeats", "window_images", "threads"):
-        if values[name] is not None and values[name] < 1:
+    for name in ("depth", "num_images", "warmup_steps", "window_images"):
+        if values[name] < 1:
             raise UserError(f"bench.{name} must be at least 1, got {values[name]}")
+    if values["windows"] < 2:
+        raise UserError(f"bench.windows must be at least 2 (a spread needs two pairs), got {values['windows']}")
     if not values["batch_sizes"] or min(values["batch_sizes"]) < 1:
         raise UserError(f"bench.batch_sizes={values['batch_sizes']} must list sizes of at least 1")
     if any(values["num_images"] % size for size in values["batch_sizes"]):
@@ -158,45 +179,146 @@ class SyntheticImageDataModule(ImageDataModule):
             self.splits = {"train": images, "val": images[:1]}
 
 
-@dataclass
-class Windows:
-    """Timestamps every ``steps`` batches after ``warmup`` batches, ``number`` windows in all."""
-
-    warmup: int
-    number: int
-    steps: int
-    sync: Callable[[], None]
-    clock: Callable[[], float] = time.perf_counter
-    batches: int = 0
-    stamps: list[float] = field(default_factory=list)
-
-    def tick(self) -> bool:
-        """Count one finished batch; True once the last window has ended."""
-        self.batches += 1
-        timed = self.batches - self.warmup
-        if timed >= 0 and timed % self.steps == 0:
-            self.sync()  # the GPU runs ahead of Python: time what it finished, not what was queued
-            self.stamps.append(self.clock())
-        return timed == self.number * self.steps
-
-    def images_per_second(self, batch_size: int) -> float:
-        return statistics.median(batch_size * self.steps / (end - start) for start, end in pairwise(self.stamps))
+def pair_ratios(framework_s: Sequence[float], plain_s: Sequence[float]) -> list[float]:
+    """framework / plain throughput of each pair of windows: the same images, so plain's time over framework's."""
+    return [plain / framework for framework, plain in zip(framework_s, plain_s, strict=True)]
 
 
-class WindowTimer(L.Callback):
-    """Feeds every finished training batch to ``Windows`` and stops the fit after the last window."""
+def median_and_quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile), the quartiles interpolated as numpy's default does."""
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q2, q1, q3
 
-    def __init__(self, windows: Windows) -> None:
-        self.windows = windows
+
+class PlainLoop:
+    """The same training in a bare loop, what a skilled engineer writes without a framework.
+
+    Same networks, initial weights, batches (order included), losses, fused Adam, recursion and
+    D/AE alternation as the framework (balance policy ``target``, the config's default), so that
+    ``state_dict()`` matches the LightningModule's after the same batches. ``train(n)`` trains the
+    next ``n`` batches, so the bench can run it in windows between the framework's.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        m, data = cfg.model, cfg.data
+        self.adversarial = "discriminator" in m
+        if get_object(m.net._target_) is not report_autoencoder or (
+            self.adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator
+        ):
+            raise UserError("the plain loop builds the report's networks: model/net=report, model/discriminator=mlp")
+        self.m, self.shape = m, tuple(data.image_shape)
+        self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+        torch.manual_seed(cfg.seed)  # as the framework's model: the weights are seeded right before it is built
+        self.net = report_autoencoder(self.shape).to(self.device)
+        if m.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.loss_name = m.loss or self.net.default_loss
+        self.opt_ae = torch.optim.Adam(self.net.parameters(), lr=m.lr, betas=tuple(m.betas), fused=True)
+        self.modules = {"net": self.net}
+        if self.adversarial:
+            self.disc = self.modules["discriminator"] = MLPDiscriminator(self.shape, m.discriminator.hidden)
+            self.disc.to(self.device)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=m.d_lr, betas=tuple(m.d_betas), fused=True)
+            self.adv_weights = torch.full((m.recursion_depth + 1,), float(m.adv_weight), device=self.device)
+        if m.compile:
+            for module in self.modules.values():
+                module.compile()
+        bf16 = cfg.trainer.precision == "bf16-mixed"
+        self.autocast = torch.autocast(self.device.type, torch.bfloat16) if bf16 else nullcontext()
+        self.images = synthetic_images(self.shape, data.num_images, data.seed).to(self.device)
+        self.batches = self._batches(data.batch_size, data.seed)
+
+    def _batches(self, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+        """The datamodule's batches, epoch after epoch: float in [0, 1] on the device."""
+        for epoch in count():
+            order = epoch_permutation(len(self.images), seed, epoch).to(self.device)
+            for indices in order.split(batch_size):
+                x = self.images[indices].float().div_(255)
+                yield x.contiguous(memory_format=torch.channels_last) if self.m.channels_last else x
+
+    def train(self, batches: int) -> None:
+        """Train the next ``batches`` batches."""
+        for _, x in zip(range(batches), self.batches, strict=False):
+            with self.autocast:
+                self.step(x)
+
+    def step(self, x: torch.Tensor) -> None:
+        m = self.m
+        logits = recurse(self.net, x, m.recursion_depth)  # (S, B, C, H, W)
+        loss = reconstruction_losses(logits, x, self.loss_name).sum()
+        if self.adversarial:
+            fakes = torch.sigmoid(logits)
+            steps, batch = fakes.shape[:2]
+            d_logits = self.disc(torch.cat([x, fakes.detach().flatten(0, 1)]))  # real and every step's fakes
+            fake_logits = d_logits[batch:].view(steps, batch)
+            rates = fool_rates(fake_logits.detach())
+            self.opt_d.zero_grad(set_to_none=True)
+            discriminator_loss(d_logits[:batch], fake_logits).backward()
+            self.opt_d.step()
+            self.disc.requires_grad_(False)  # the autoencoder's step needs no gradients for D's weights
+            g_per_step = generator_losses(self.disc(fakes.flatten(0, 1)).view(steps, batch), m.adv_loss)
+            loss = loss + (self.adv_weights * g_per_step).mean()
+        self.opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_ae.step()
+        if self.adversarial:
+            self.disc.requires_grad_(True)
+            low, high = m.adv_weight_bounds
+            self.adv_weights = target_weights(self.adv_weights, rates, m.target_gain, low, high)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Keyed as the LightningModule's ``state_dict()``."""
+        state = {f"{name}.{k}": v for name, module in self.modules.items() for k, v in module.state_dict().items()}
+        return state | ({"adv_weights": self.adv_weights} if self.adversarial else {})
+
+
+class Interleave(L.Callback):
+    """Times the fit's batches in windows of ``steps`` and, after each, the plain loop's next window of as many.
+
+    First ``warmup`` batches of each path untimed; then ``windows`` pairs, after which the fit stops.
+    ``framework_s`` and ``plain_s`` are the windows' seconds, pair by pair.
+    """
+
+    def __init__(
+        self,
+        plain: PlainLoop,
+        warmup: int,
+        windows: int,
+        steps: int,
+        sync: Callable[[], None],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.plain, self.warmup, self.windows, self.steps, self.sync, self.clock = (
+            plain, warmup, windows, steps, sync, clock
+        )  # fmt: skip
+        self.batches = 0
+        self.framework_s: list[float] = []
+        self.plain_s: list[float] = []
+        self.start = 0.0
+
+    def stamp(self) -> float:
+        self.sync()  # the GPU runs ahead of Python: time what it finished, not what was queued
+        return self.clock()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if self.windows.tick():
-            trainer.should_stop = True
+        self.batches += 1
+        timed = self.batches - self.warmup
+        if timed == 0:
+            self.plain.train(self.warmup)
+            self.start = self.stamp()
+        elif timed > 0 and timed % self.steps == 0:
+            middle = self.stamp()
+            self.plain.train(self.steps)
+            end = self.stamp()
+            self.framework_s.append(middle - self.start)
+            self.plain_s.append(end - middle)
+            self.start = end
+            trainer.should_stop = len(self.plain_s) == self.windows
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table; img/s is a run's median window, the best of ``repeats`` runs."""
+    """One line of the table: median throughputs, the median pair ratio and its quartiles."""
 
     dataset: str
     model: str
@@ -205,8 +327,9 @@ class Row:
     framework_img_s: float
     plain_img_s: float
     ratio: float
-    framework_peak_mib: float
-    plain_peak_mib: float
+    ratio_q1: float
+    ratio_q3: float
+    peak_mib: float
 
 
 def train_config(s: Settings, dataset: str, model: str, batch_size: int) -> DictConfig:
@@ -226,7 +349,7 @@ def train_config(s: Settings, dataset: str, model: str, batch_size: int) -> Dict
         f"paths.output_dir={s.out_dir}",
         f"trainer.accelerator={'gpu' if s.device.type == 'cuda' else 'cpu'}",
         f"trainer.precision={s.precision}",
-        "trainer.max_epochs=-1",  # WindowTimer stops the fit
+        "trainer.max_epochs=-1",  # Interleave stops the fit
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_checkpointing=false",
@@ -238,15 +361,16 @@ def train_config(s: Settings, dataset: str, model: str, batch_size: int) -> Dict
     return compose(config_name="train", overrides=overrides)
 
 
-def framework_run(cfg: DictConfig, windows: Windows) -> dict[str, torch.Tensor]:
-    """Fit the composed LightningModule with a real Trainer until ``windows`` is done; its final state."""
+def run_both(cfg: DictConfig, timer: Callable[[PlainLoop], Interleave]) -> tuple[L.LightningModule, Interleave]:
+    """Fit the composed LightningModule with a real Trainer, the plain loop interleaved by ``timer(plain)``."""
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     torch.manual_seed(cfg.seed)  # as train(): the weights are seeded right before the model is built
     model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[WindowTimer(windows)])
+    interleave = timer(PlainLoop(cfg))
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[interleave])
     trainer.fit(model, datamodule=datamodule)
-    return model.state_dict()
+    return model, interleave
 
 
 def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
@@ -259,108 +383,37 @@ def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
     return torch.stack(steps)
 
 
-def plain_run(cfg: DictConfig, windows: Windows) -> dict[str, torch.Tensor]:
-    """The same training in a bare loop, what a skilled engineer writes without a framework; its final state.
-
-    Same networks, initial weights, batches (order included), losses, fused Adam, recursion and
-    D/AE alternation as ``framework_run`` (balance policy ``target``, the config's default), so
-    the returned state matches the LightningModule's ``state_dict()``.
-    """
-    m, data = cfg.model, cfg.data
-    adversarial = "discriminator" in m
-    if get_object(m.net._target_) is not report_autoencoder or (
-        adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator
-    ):
-        raise UserError("the plain loop builds the report's networks: model/net=report, model/discriminator=mlp")
-    shape = tuple(data.image_shape)
-    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
-    torch.manual_seed(cfg.seed)
-    net = report_autoencoder(shape).to(device)
-    if m.channels_last:
-        net.to(memory_format=torch.channels_last)
-    loss_name = m.loss or net.default_loss
-    opt_ae = torch.optim.Adam(net.parameters(), lr=m.lr, betas=tuple(m.betas), fused=True)
-    modules = {"net": net}
-    if adversarial:
-        disc = modules["discriminator"] = MLPDiscriminator(shape, m.discriminator.hidden).to(device)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=m.d_lr, betas=tuple(m.d_betas), fused=True)
-        adv_weights = torch.full((m.recursion_depth + 1,), float(m.adv_weight), device=device)
-        low, high = m.adv_weight_bounds
-    if m.compile:
-        for module in modules.values():
-            module.compile()
-    bf16 = cfg.trainer.precision == "bf16-mixed"
-    autocast = torch.autocast(device.type, torch.bfloat16) if bf16 else nullcontext()
-    images = synthetic_images(shape, data.num_images, data.seed).to(device)
-
-    def step(x: torch.Tensor) -> None:
-        nonlocal adv_weights
-        logits = recurse(net, x, m.recursion_depth)  # (S, B, C, H, W)
-        loss = reconstruction_losses(logits, x, loss_name).sum()
-        if adversarial:
-            fakes = torch.sigmoid(logits)
-            steps, batch = fakes.shape[:2]
-            d_logits = disc(torch.cat([x, fakes.detach().flatten(0, 1)]))  # real and every step's fakes, one call
-            fake_logits = d_logits[batch:].view(steps, batch)
-            rates = fool_rates(fake_logits.detach())
-            opt_d.zero_grad(set_to_none=True)
-            discriminator_loss(d_logits[:batch], fake_logits).backward()
-            opt_d.step()
-            disc.requires_grad_(False)  # the autoencoder's step needs no gradients for D's weights
-            g_per_step = generator_losses(disc(fakes.flatten(0, 1)).view(steps, batch), m.adv_loss)
-            loss = loss + (adv_weights * g_per_step).mean()
-        opt_ae.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_ae.step()
-        if adversarial:
-            disc.requires_grad_(True)
-            adv_weights = target_weights(adv_weights, rates, m.target_gain, low, high)
-
-    for epoch in count():
-        order = epoch_permutation(len(images), data.seed, epoch).to(device)  # the datamodule's order
-        for indices in order.split(data.batch_size):
-            x = images[indices].float().div_(255)
-            if m.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                step(x)
-            if windows.tick():
-                state = {f"{name}.{k}": v for name, module in modules.items() for k, v in module.state_dict().items()}
-                return state | ({"adv_weights": adv_weights} if adversarial else {})
-
-
-def measure(s: Settings, run: Callable[[Windows], object], batch_size: int) -> tuple[float, float]:
-    """Images per second (median window) and peak memory in MiB of one run."""
+def measure_row(s: Settings, dataset: str, model: str, cfg: DictConfig) -> Row:
+    """Both paths interleaved over one fit; the row's medians, quartiles and peak memory."""
+    batch_size = cfg.data.batch_size
     cuda = s.device.type == "cuda"
     if cuda:
-        gc.collect()  # the previous run's Trainer and modules sit in reference cycles, holding GPU memory
+        gc.collect()  # the previous row's Trainer and modules sit in reference cycles, holding GPU memory
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(s.device)
+    if s.compile:  # every row compiles afresh: a row never runs eager for hitting dynamo's recompilation limit
+        torch._dynamo.reset()
     sync = torch.cuda.synchronize if cuda else lambda: None
-    windows = Windows(s.warmup_steps, s.windows, max(1, s.window_images // batch_size), sync, CLOCKS[s.clock])
-    run(windows)
+    steps = max(1, s.window_images // batch_size)
+    _, timed = run_both(cfg, lambda plain: Interleave(plain, s.warmup_steps, s.windows, steps, sync, CLOCKS[s.clock]))
     if cuda:
         peak = torch.cuda.max_memory_allocated(s.device) / 2**20
-    else:  # the process's peak so far (Linux reports KiB): it cannot be reset per run
+    else:  # the process's peak so far (Linux reports KiB): it cannot be reset per row
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return windows.images_per_second(batch_size), peak
-
-
-def measure_row(s: Settings, dataset: str, model: str, cfg: DictConfig) -> Row:
-    """Framework and plain runs in turn, ``repeats`` each; each path keeps its best throughput."""
-    batch_size = cfg.data.batch_size
-    framework, plain = [], []  # (img/s, peak MiB) per run
-    for _ in range(s.repeats):
-        framework.append(measure(s, lambda w: framework_run(cfg, w), batch_size))
-        plain.append(measure(s, lambda w: plain_run(cfg, w), batch_size))
-    (fw, fw_peak), (pl, pl_peak) = (map(max, zip(*runs, strict=True)) for runs in (framework, plain))
-    return Row(dataset, model, cfg.model.recursion_depth, batch_size, fw, pl, fw / pl, fw_peak, pl_peak)
+    ratio, q1, q3 = median_and_quartiles(pair_ratios(timed.framework_s, timed.plain_s))
+    framework, plain = (
+        statistics.median(steps * batch_size / t for t in times) for times in (timed.framework_s, timed.plain_s)
+    )
+    return Row(dataset, model, cfg.model.recursion_depth, batch_size, framework, plain, ratio, q1, q3, peak)
 
 
 def measure_rows(s: Settings) -> list[Row]:
-    """Time the framework, then the plain loop, for every row; print each row as it ends."""
-    header = f"{'dataset':8} {'model':8} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
-    print(header + f"{'ratio':>6} {'fw peak MiB':>12} {'plain peak MiB':>15}", flush=True)
+    """Time every row; print each as it ends."""
+    print(
+        f"{'dataset':8} {'model':8} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
+        f"{'ratio':>6} {'IQR':>6} {'peak MiB':>9}",
+        flush=True,
+    )
     rows = []
     for dataset in s.datasets:
         for model in s.models:
@@ -369,8 +422,8 @@ def measure_rows(s: Settings) -> list[Row]:
                 rows.append(row)
                 print(
                     f"{dataset:8} {model:8} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
-                    f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.framework_peak_mib:>12,.0f} "
-                    f"{row.plain_peak_mib:>15,.0f}",
+                    f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_q3 - row.ratio_q1:>6.3f} "
+                    f"{row.peak_mib:>9,.0f}",
                     flush=True,
                 )
     return rows

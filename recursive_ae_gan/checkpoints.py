@@ -1,4 +1,5 @@
-"""Reading checkpoints: the one place for the one-line errors of a missing, unreadable or mismatched checkpoint."""
+"""Checkpoints: written crash-safe (``AtomicCheckpointIO``), and read with one-line errors for a missing,
+unreadable or mismatched checkpoint."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from recursive_ae_gan.atomic import atomic_open, fsync_directory
 from recursive_ae_gan.cli import first_line
 from recursive_ae_gan.errors import UserError
 
@@ -68,3 +75,29 @@ def describe(hparams: dict) -> str:
             f"images {'x'.join(map(str, hparams.get('image_shape', ['?'])))}",
         ]
     )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoints, each written with ``atomic_open`` into its own directory.
+
+    Remote paths (``s3://...``: object stores replace whole objects anyway) keep Lightning's writer. Under
+    DDP only rank 0 writes (the strategy calls the plugin there).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options)  # refuses storage_options, as Lightning does
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path, "wb") as file:
+            torch.save(checkpoint, file)
+
+    def remove_checkpoint(self, path: _PATH) -> None:
+        """Remove a checkpoint (a replaced top-k one) durably: its directory is ``fsync``'ed too."""
+        if not isinstance(get_filesystem(path), LocalFileSystem) or Path(path).is_dir():  # remote, or sharded
+            super().remove_checkpoint(path)
+            return
+        path = Path(path)
+        path.unlink(missing_ok=True)
+        fsync_directory(path.parent)

@@ -10,13 +10,13 @@ one more line ("Error executing job with overrides: ...") before ours.
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from hydra.errors import HydraException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -25,8 +25,10 @@ from omegaconf.errors import OmegaConfBaseException
 from recursive_ae_gan.errors import user_error
 
 # The configs, as an absolute path: the entry points then work however they are started (python -m, an
-# import of main(), Lightning's DDP re-launch), not only as __main__.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# import of main(), Lightning's DDP re-launch), not only as __main__. They ship as the package
+# recursive_ae_gan.conf (setup.py), found where it is installed: the repository's conf/ (editable) or the
+# installed package.
+CONF_DIR = str(importlib.resources.files("recursive_ae_gan.conf"))
 _OURS = "RECURSIVE_AE_GAN_SET_HYDRA_FULL_ERROR"  # marks the variable as ours in child processes (DDP ranks)
 
 
@@ -88,9 +90,24 @@ def one_line_errors() -> Iterator[None]:
         raise
 
 
+def null_groups_as_deletions(args: list[str]) -> list[str]:
+    """``logger=null`` (any config group of ``conf/`` set to null) as ``~logger``: no config of that group.
+
+    Hydra refuses null as a group's choice ("Config group override must be a string or a list") and spells
+    "none" as a deletion; this lets the YAML spelling mean the same.
+    """
+
+    def rewrite(arg: str) -> str:
+        key, _, value = arg.partition("=")
+        return f"~{key}" if value == "null" and os.path.isdir(os.path.join(CONF_DIR, key)) else arg
+
+    return [rewrite(arg) for arg in args]
+
+
 def run(entry: Callable[[], object]) -> None:
     """Run a ``@hydra.main`` entry point: a quiet console, and bad input as one ``error:`` line."""
     quiet()
+    sys.argv[1:] = null_groups_as_deletions(sys.argv[1:])
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and _OURS not in os.environ:
         entry()  # the user asked for Hydra's full tracebacks
         return

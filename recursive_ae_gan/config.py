@@ -61,6 +61,7 @@ RANGES: dict[str, Check] = {
     "max_memory_gb": POSITIVE,
     "num_workers": at_least(0),
     "num_images": at_least(1),
+    "divergence_check_every": at_least(1),
 }
 TRAINER_RANGES: dict[str, Check] = {
     "accelerator": ((lambda v: not isinstance(v, str) or v in ACCELERATORS), f"one of {', '.join(ACCELERATORS)}"),
@@ -72,11 +73,15 @@ TRAINER_RANGES: dict[str, Check] = {
 TOP_LEVEL: dict[str, Any] = {
     "seed": int,
     "ckpt_path": str | None,
+    "rerun_failed": bool,
     "collapse_threshold": float,
     "optimized_metric": str | None,
     "jobs_per_gpu": int,
+    "tags": list[str],
+    "extras": dict,
 }
 PATHS: dict[str, Any] = {"data_dir": str, "log_dir": str, "output_dir": str}  # the paths group: folders
+EXTRAS: dict[str, Any] = {"print_config": bool}  # run-wide switches, as lightning-hydra-template's extras
 GROUPS = ("data", "model", "trainer", "callbacks", "logger", "paths")
 
 
@@ -90,10 +95,11 @@ def check(cfg: DictConfig) -> None:
         _check_value(cfg[key], TOP_LEVEL[key], key)
     if cfg.collapse_threshold < 0:
         raise UserError(f"collapse_threshold={cfg.collapse_threshold}: expected a number >= 0")
-    for key in cfg.paths:
-        if key not in PATHS:
-            raise UserError(f"paths.{key} is not a setting{_did_you_mean(key, list(PATHS))}")
-        _check_value(cfg.paths[key], PATHS[key], f"paths.{key}")
+    for group, schema in (("paths", PATHS), ("extras", EXTRAS)):
+        for key in cfg.get(group) or {}:
+            if key not in schema:
+                raise UserError(f"{group}.{key} is not a setting{_did_you_mean(key, list(schema))}")
+            _check_value(cfg[group][key], schema[key], f"{group}.{key}")
     for group in ("data", "model", "trainer"):
         check_node(cfg[group], group)
     for group in ("callbacks", "logger"):
@@ -132,6 +138,10 @@ def check_node(node: DictConfig, key: str) -> None:
         if isinstance(value, DictConfig) and "_target_" in value:
             check_node(value, full)
             continue
+        if isinstance(value, ListConfig):  # e.g. trainer.plugins: a list of _target_ nodes
+            for index, item in enumerate(value):
+                if isinstance(item, DictConfig) and "_target_" in item:
+                    check_node(item, f"{full}[{index}]")
         _check_value(value, hints.get(name, Any), full)
         if name in ranges and value is not None:
             test, expected = ranges[name]

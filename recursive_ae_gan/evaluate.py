@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import save_image
 
 from recursive_ae_gan import cli
+from recursive_ae_gan.atomic import atomic_open, atomic_write
 from recursive_ae_gan.callbacks import reconstruction_grid
 from recursive_ae_gan.checkpoints import check_fits, read_checkpoint
 from recursive_ae_gan.errors import UserError
@@ -88,9 +89,11 @@ def evaluate(cfg: DictConfig) -> dict:
     run = run_dir_of(ckpt)
     run_cfg = upgrade_old_run_config(OmegaConf.load(run / ".hydra" / "config.yaml"))
     checkpoint = read_checkpoint(ckpt, trusted=str(run_cfg.model.get("_target_")).startswith("recursive_ae_gan."))
-    # A root-level merge keeps the run's interpolations (data.root: ${paths.data_dir}) resolvable;
-    # ??? values in cfg.data do not replace the run's.
-    run_cfg = OmegaConf.merge(run_cfg, {"data": cfg.data})
+    # Only the data keys the user set (the rest are ???) replace the run's, so a run whose own data config
+    # lacks a key (a user's config file need not list every argument) keeps its default. A root-level merge
+    # keeps the run's interpolations (data.root: ${paths.data_dir}) resolvable.
+    given = {key: cfg.data[key] for key in cfg.data if not OmegaConf.is_missing(cfg.data, key)}
+    run_cfg = OmegaConf.merge(run_cfg, {"data": given})
     depth = run_cfg.model.recursion_depth
     max_depth = depth + 3 if cfg.eval.max_depth is None else cfg.eval.max_depth
     if max_depth < depth:
@@ -129,11 +132,12 @@ def evaluate(cfg: DictConfig) -> dict:
         "test/bce_floor": bce_floor(datamodule.images("test")),
         **{k: float(v) for k, v in sorted(tested.items()) if k.startswith("test/")},
     }
-    (ckpt.parent / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(ckpt.parent / "eval.json", json.dumps(result, indent=2) + "\n")
 
     images = datamodule.images("test", cfg.eval.num_images)  # uint8 (B, C, H, W), on either data path
     images = datamodule.on_after_batch_transfer(images.to(model.device), 0)
-    save_image(reconstruction_grid(model, images, max_depth), ckpt.parent / "eval.png")
+    with atomic_open(ckpt.parent / "eval.png", "wb") as file:
+        save_image(reconstruction_grid(model, images, max_depth), file, format="png")
     return result
 
 

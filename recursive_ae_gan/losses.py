@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 
-def cycle_depths(batch_size: int, depth: int, batch_idx: int) -> torch.Tensor:
+def cycle_depths(batch_size: int, depth: int, batch_idx: int, device: torch.device | None = None) -> torch.Tensor:
     """The report's depth cycling (section 4.3): the step each image of a training batch trains.
 
     Image j of batch i trains step ``(i + j) mod (depth + 1)``: within a batch the steps take turns,
     and each batch starts one step later than the one before. Over any ``depth + 1`` consecutive
     batches of size B, every step trains exactly B images: a share of 1 / (depth + 1) each.
     """
-    return (torch.arange(batch_size) + batch_idx) % (depth + 1)
+    return (torch.arange(batch_size, device=device) + batch_idx) % (depth + 1)  # made on the device: no copy
 
 
 def reconstruction_losses(

@@ -24,12 +24,11 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.utils import save_image
 
 from recursive_ae_gan import cli
 from recursive_ae_gan.checkpoints import read_checkpoint
-from recursive_ae_gan.data.sources import FileItems, image_files
+from recursive_ae_gan.data.sources import IMAGE_EXTENSIONS, FileItems, image_files
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
 
@@ -99,7 +98,7 @@ def input_files(path: Path, output: Path) -> tuple[list[Path], Path]:
     paths = [p for p in paths if output.resolve() not in p.resolve().parents]
     if not paths:
         raise UserError(
-            f"no image files ({', '.join(IMG_EXTENSIONS)}) under input={path}; give an image file or a folder of them"
+            f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under input={path}; give an image file or a folder of them"
         )
     return paths, path
 

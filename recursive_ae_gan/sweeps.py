@@ -7,12 +7,16 @@
 - :func:`objective` is what ``main()`` returns to a sweeper: ``optimized_metric``, a number or None.
 - :class:`SweepSummary` (``hydra.callbacks`` in ``conf/train.yaml``) reads every job's ``metrics.json``
   when a multirun ends, says how many failed, and makes the command exit 1 if any did.
+- ``hydra/sweeper=optuna`` (the ``sweep`` extra) is the plugin's sweeper with a grid study that ends even when
+  its last trial fails (``optuna_grid.py``): its config is stored below, under the plugin's name.
 
-Docs: ``README, "Scaling out"``.
+Docs: ``docs/scaling.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -177,3 +183,26 @@ class SweepSummary(Callback):
             return
         print(f"error: {line}", file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+
+# --- the Optuna sweeper -----------------------------------------------------------------------------
+
+if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper"):  # the `sweep` extra
+    # Hydra's plugin scan (once per process) runs every plugin's module, and the Optuna plugin's stores its
+    # configs: scan first, so that the config below replaces the plugin's, not the other way round.
+    Plugins.instance()
+    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+
+    from hydra_plugins.recursive_ae_gan.optuna_sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)  # the scan may not see an editable install's hydra_plugins
+
+    @dataclasses.dataclass
+    class GridEndingOptunaSweeperConf(OptunaSweeperConf):
+        """``hydra/sweeper=optuna``: the plugin's settings, for the sweeper whose grid study ends."""
+
+        _target_: str = f"{OptunaSweeper.__module__}.{OptunaSweeper.__name__}"
+
+    ConfigStore.instance().store(
+        group="hydra/sweeper", name="optuna", node=GridEndingOptunaSweeperConf, provider="recursive_ae_gan"
+    )

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torchvision.datasets import CIFAR10
 
+from recursive_ae_gan.cli import CONF_DIR  # the configs of the installed package, editable or not
 from recursive_ae_gan.data import ImageDataModule
 
 # The tests' tensors are tiny: one thread avoids oversubscribing CI's 2 cores, here and in every process the
@@ -31,7 +32,6 @@ from recursive_ae_gan.data import ImageDataModule
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Sizes of the fixture datasets: big enough for a train/val split and a few batches.
 N_TRAIN, N_TEST = 96, 48

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 
 def image_keys(batch: torch.Tensor) -> list[str]:
@@ -28,3 +32,30 @@ class RecordBatches(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+
+class KillAt(L.Callback):
+    """SIGKILLs its own process as batch ``batch`` of epoch ``epoch`` starts (in sweep job ``job`` only, if
+    given), once: it leaves ``marker`` first, so that the same command run again goes past that batch."""
+
+    def __init__(self, epoch: int, batch: int, marker: str, job: int | None = None) -> None:
+        self.epoch, self.batch, self.marker, self.job = epoch, batch, Path(marker), job
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch: torch.Tensor, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) != (self.epoch, self.batch) or self.marker.exists():
+            return
+        if self.job is not None and HydraConfig.get().job.num != self.job:
+            return
+        self.marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CopyAt(L.Callback):
+    """Copies ``source`` to ``target`` as epoch ``epoch`` starts: what a kill during that epoch leaves of it."""
+
+    def __init__(self, epoch: int, source: str, target: str) -> None:
+        self.epoch, self.source, self.target = epoch, source, target
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            shutil.copyfile(self.source, self.target)

@@ -1,4 +1,5 @@
-"""The GPU fast path's parts, checked on the CPU: on-device batches, bf16 autocast, compile, fused Adam.
+"""The GPU fast path's parts, checked on the CPU: on-device batches, bf16 autocast, compile, fused Adam, and
+training steps that read nothing on the host.
 
 On a GPU the data stay on the device (``DeviceBatches``), the step runs under bf16 autocast
 (``trainer=gpu``), the networks may be compiled and Adam is fused; each must give the same
@@ -14,6 +15,7 @@ import torch
 from conftest import SHAPES, data_and_model
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from test_divergence import HostReads
 from torch.utils.data import DataLoader
 
 from recursive_ae_gan.data import DeviceBatches
@@ -95,3 +97,28 @@ def test_compile_composes_and_keeps_checkpoint_keys(compose_cfg: Callable[..., D
     # nn.Module.compile() leaves its compiled __call__ here, the only trace before the first call.
     assert all(getattr(compiled, name)._compiled_call_impl is not None for name in networks)
     assert all(getattr(plain, name)._compiled_call_impl is None for name in networks)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "balance", "reads_per_batch"),
+    [("ae", None, 0), ("rae", None, 0), ("ae_gan", "target", 0), ("rae_gan", "alternate", 0), ("ae_gan", "report", 1)],
+)
+def test_training_steps_read_nothing_on_the_host(
+    compose_cfg: Callable[..., DictConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    model_name: str,
+    balance: str | None,
+    reads_per_batch: int,
+) -> None:
+    """No host sync in a training step (on a GPU each one stalls the queue), but the report policy's freeze."""
+    game = [f"model.balance={balance}", "model.warmup_epochs=0"] if balance else []
+    cfg = compose_cfg(f"model={model_name}", *game, "model.divergence_check_every=100", "trainer.max_epochs=1")
+    datamodule, model = data_and_model(cfg)
+    reads = HostReads(monkeypatch)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[reads], enable_checkpointing=False)
+
+    trainer.fit(model, datamodule=datamodule)
+
+    in_steps = [(batch, function) for phase, batch, function in reads.reads if phase == "step"]
+    assert in_steps == [(batch, "report_freezes_discriminator") for batch in range(4) for _ in range(reads_per_batch)]
+    assert all(function == "first_failure" for phase, _, function in reads.reads if phase != "step")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -31,21 +31,43 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def training_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches; a last batch of one image joins the one before it.
+
+    BatchNorm in training mode cannot normalise a batch of one (``Expected more than 1 value per
+    channel``), so a split of ``k * batch_size + 1`` images trains on one batch of ``batch_size + 1``.
+    """
+    batches = list(order.split(batch_size))
+    if batch_size > 1 and len(batches) > 1 and len(batches[-1]) == 1:  # (batch_size=1: every batch is one image)
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 class BatchIndexSampler(Sampler[torch.Tensor]):
     """Index batches of one split for one rank.
 
-    Training (``shuffle=True``): the epoch's batches are those of one process, dealt round-robin
-    to the ``world_size`` ranks (rank r takes batches r, r + N, ...). DDP needs every rank to step
-    equally often, so when the count does not divide evenly the last round wraps around to the
-    epoch's first batches (as ``DistributedSampler`` pads with repeated samples).
-    Evaluation (``shuffle=False``): images in order, cut into ``world_size`` contiguous shares
+    Training (``shuffle=True``, or ``train=True``): the epoch's batches are those of one process
+    (:func:`training_batches`), dealt round-robin to the ``world_size`` ranks (rank r takes batches
+    r, r + N, ...). DDP needs every rank to step equally often, so when the count does not divide
+    evenly the last round wraps around to the epoch's first batches (as ``DistributedSampler`` pads
+    with repeated samples). Training batches are shuffled per epoch unless ``shuffle=False`` (Lightning's
+    ``overfit_batches``: the same first batches every epoch).
+    Evaluation (``train=False``): images in order, cut into ``world_size`` contiguous shares
     without padding, so that every image is evaluated exactly once.
     """
 
     def __init__(
-        self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        train: bool | None = None,  # None: a training split when shuffled
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.train = shuffle if train is None else train
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done), from a checkpoint
@@ -57,12 +79,13 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
 
     def epoch_batches(self) -> list[torch.Tensor]:
         """This rank's batches of the current epoch, all of them."""
-        if not self.shuffle:
+        if not self.train:
             share = torch.arange(self.n).tensor_split(self.world_size)[self.rank]
             return list(share.split(self.batch_size))
-        batches = list(epoch_permutation(self.n, self.seed, self.epoch).split(self.batch_size))
+        order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else torch.arange(self.n)
+        batches = training_batches(order, self.batch_size)
         rounds = ceil_div(len(batches), self.world_size)
-        padded = batches + batches[: rounds * self.world_size - len(batches)]
+        padded = [batches[i % len(batches)] for i in range(rounds * self.world_size)]  # fewer batches than ranks too
         return padded[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -76,10 +99,28 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         yield from batches[self.start :]
 
     def __len__(self) -> int:
-        if not self.shuffle:
+        if not self.train:
             share = self.n // self.world_size + (self.rank < self.n % self.world_size)
             return ceil_div(share, self.batch_size)
-        return ceil_div(ceil_div(self.n, self.batch_size), self.world_size)
+        merged = self.n > self.batch_size and self.n % self.batch_size == 1  # as in training_batches
+        return ceil_div(ceil_div(self.n, self.batch_size) - merged, self.world_size)
+
+
+class InOrderBatches(BatchIndexSampler, SequentialSampler):
+    """A :class:`BatchIndexSampler` that does not shuffle (``shuffle=False``).
+
+    Lightning's ``overfit_batches`` rebuilds every loader whose sampler is not a ``SequentialSampler``
+    with one that is, which a loader of this package cannot be rebuilt with; this one tells it that the
+    order is already fixed.
+    """
+
+
+def batch_sampler(
+    n: int, batch_size: int, train: bool, shuffle: bool, seed: int, rank: int, world_size: int
+) -> BatchIndexSampler:
+    """The sampler of one split: :class:`InOrderBatches` when it does not shuffle."""
+    sampler = BatchIndexSampler if shuffle else InOrderBatches
+    return sampler(n, batch_size, shuffle, seed, rank, world_size, train=train)
 
 
 class _Resumable:

@@ -19,11 +19,11 @@ import lightning as L
 import torch
 
 from recursive_ae_gan.data.loaders import (
-    BatchIndexSampler,
     BatchLoader,
     DeviceBatches,
     ImageBatches,
     StreamedBatches,
+    batch_sampler,
 )
 from recursive_ae_gan.data.sources import (
     FOLDER,
@@ -58,7 +58,9 @@ class ImageDataModule(L.LightningDataModule):
         in_memory: hold the images in memory (``None``: when they fit in ``max_memory_gb``), else
             stream them from disk with ``num_workers`` worker processes.
         batch_size: images per batch (all splits; per process under DDP).
-        train_size / val_size / test_size: subset sizes (``None``: all that is left).
+        train_size / val_size / test_size: subset sizes (``None``: all that is left). With a separate test pool
+            ``test_size=None`` is that whole pool; with one pool (a folder, ``test_split=None``) it is what
+            ``val_size`` and ``train_size`` leave, so one of ``train_size`` and ``test_size`` must be given.
         split_seed: which images go to train / val / test; apart from ``seed`` so that runs with
             different training seeds see the same data.
         seed: seeds the per-epoch shuffling of the training set.
@@ -148,7 +150,19 @@ class ImageDataModule(L.LightningDataModule):
         train_pool = pool_sizes["train"]
         separate_test = "test" in pool_sizes
         test_pool = pool_sizes["test"] if separate_test else train_pool
-        test_size = hp.test_size if hp.test_size is not None else (test_pool if separate_test else 0)
+        test_size = test_pool if separate_test and hp.test_size is None else hp.test_size
+        if test_size is None:  # one pool: the test images are what validation and training leave of it
+            if hp.train_size is None:
+                raise UserError(
+                    f"data.train_size and data.test_size are both null (all that is left), but {self.name} has one "
+                    f"pool of images for both: set one of them"
+                )
+            test_size = train_pool - hp.val_size - hp.train_size
+            if test_size < 1:
+                raise UserError(
+                    f"data.train_size={hp.train_size} + data.val_size={hp.val_size} leave no test images of the "
+                    f"{train_pool} of {self.name} in {self._root()} (test_size=null is what they leave); lower them"
+                )
         if not separate_test and test_size == 0:
             raise UserError(f"{self.name} has no test split: set data.test_size=N to hold out N of its images")
         if test_size > test_pool:
@@ -163,6 +177,11 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.train_size={hp.train_size} + data.val_size={hp.val_size}"
                 f"{'' if separate_test else f' + data.test_size={test_size}'} needs more than the {train_pool} "
                 f"training images of {self.name} in {self._root()}; lower them"
+            )
+        if train_size == 1:  # BatchNorm cannot normalise a training batch of one image
+            raise UserError(
+                f"data.train_size=1 of {self.name}: training needs at least 2 images (BatchNorm cannot normalise a "
+                f"batch of one); raise it, or lower data.val_size / data.test_size"
             )
         generator = torch.Generator().manual_seed(hp.split_seed)
         order = torch.randperm(train_pool, generator=generator)
@@ -193,7 +212,10 @@ class ImageDataModule(L.LightningDataModule):
         in_memory = split in self.splits
         data = self.splits[split] if in_memory else self.streamed[split]
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = BatchIndexSampler(len(data), hp.batch_size, split == "train", hp.seed, rank, world_size)
+        # overfit_batches: Lightning trains on the first N training batches, so they must be the same every epoch
+        overfit = self.trainer is not None and self.trainer.overfit_batches > 0
+        train = split == "train"
+        sampler = batch_sampler(len(data), hp.batch_size, train, train and not overfit, hp.seed, rank, world_size)
         device = self._device()
         on_device = hp.on_device if hp.on_device is not None else device.type == "cuda" and in_memory
         if on_device:

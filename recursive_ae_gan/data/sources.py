@@ -5,6 +5,24 @@ Both kinds are seen through one interface, a map-style dataset of uint8 images `
 (``convert``). The in-memory path stacks every item once; the streaming path reads items in
 DataLoader workers at batch time. Since both call the same item function, they give the
 same images.
+
+Every image file (``data=folder``, and ``reconstruct``'s inputs) and every PIL image a torchvision
+dataset returns is decoded by one function, ``to_uint8``, as a viewer shows it:
+
+- EXIF orientation applied (a phone's portrait JPEG stands upright);
+- 16-bit grayscale (modes ``I;16``, ``I;16B``, ...) scaled, not clipped: ``round(v * 255 / 65535)``.
+  PIL's 32-bit mode ``I`` is scaled from the range of the file's samples: 32-bit (``2**31 - 1``, PIL's
+  signed range) when a TIFF says so (BitsPerSample), else 16-bit (16-bit PGM / PPM open as ``I``);
+  negative values become 0. PIL itself reduces 16-bit RGB(A) PNGs to 8 bits (the high byte: within 1/255);
+- transparency (``RGBA``, ``LA``, ``PA``, a palette or a grayscale or RGB image with a transparent
+  colour) composited over white (``BACKGROUND``): a transparent pixel becomes white;
+- palette (``P``) and CMYK (``(255 - c) * (255 - k) / 255``) become RGB, bilevel (``1``) grayscale 0 or 255;
+  every other mode is converted by PIL: grayscale ones (``L``, ``LA``, floats ``F`` taken as 0..255) stay
+  one channel, the rest (``YCbCr``, ``LAB``, ``HSV``, ...) become RGB;
+- animated files (GIF, APNG, WebP): the first frame;
+- no colour management: ICC profiles are not applied.
+
+``convert`` then makes the result ``data.channels`` and ``data.image_size``.
 """
 
 from __future__ import annotations
@@ -17,8 +35,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -30,6 +49,8 @@ from recursive_ae_gan.errors import UserError
 log = logging.getLogger(__name__)
 
 FOLDER = "folder"  # data.dataset value of a folder of image files
+BACKGROUND = 255  # what transparent pixels show: white
+IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")  # torchvision's ImageFolder's, and GIFs (their first frame)
 
 
 def convert(images: torch.Tensor, channels: int | None, size: int | None) -> torch.Tensor:
@@ -44,9 +65,33 @@ def convert(images: torch.Tensor, channels: int | None, size: int | None) -> tor
     return images
 
 
-def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """A PIL image as uint8 ``(C, H, W)``: grayscale stays 1 channel, every other mode becomes RGB."""
-    return F.pil_to_tensor(image if image.mode in ("L", "RGB") else image.convert("RGB"))
+def _integer_max(image: Image.Image) -> int:
+    """The value that becomes 255 in an integer image: 16-bit samples unless a TIFF says 32."""
+    if image.mode.startswith("I;16"):
+        return 2**16 - 1
+    bits = getattr(image, "tag_v2", {}).get(258, (16,))  # TIFF's BitsPerSample
+    return 2**31 - 1 if bits[0] > 16 else 2**16 - 1
+
+
+def _over_background(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(C + 1, H, W)``, alpha last, composited over ``BACKGROUND``: uint8 ``(C, H, W)``."""
+    colour, alpha = pixels[:-1].float(), pixels[-1:].float() / 255
+    return (colour * alpha + BACKGROUND * (1 - alpha)).round_().to(torch.uint8)
+
+
+def to_uint8(image: Image.Image) -> torch.Tensor:
+    """A PIL image as uint8 ``(C, H, W)``, as a viewer shows it (the module docstring says how): grayscale
+    stays 1 channel, everything else becomes RGB. Loads the image: a truncated file fails here."""
+    integer_max = _integer_max(image) if image.mode == "I" or image.mode.startswith("I;16") else None
+    image = ImageOps.exif_transpose(image)  # a copy, without the orientation tag; frame 0 of an animation
+    if integer_max is not None:
+        values = torch.from_numpy(np.asarray(image).astype(np.float64))  # any byte order, exact
+        return (values * (255 / integer_max)).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(0)
+    gray = image.mode in ("1", "L", "LA", "La", "F")
+    if image.has_transparency_data:
+        return _over_background(F.pil_to_tensor(image.convert("LA" if gray else "RGBA")))
+    target = "L" if gray else "RGB"
+    return F.pil_to_tensor(image if image.mode == target else image.convert(target))
 
 
 class ImageItems(Dataset):
@@ -68,7 +113,7 @@ class TorchvisionItems(ImageItems):
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.dataset[index][0]
         if isinstance(image, Image.Image):
-            image = pil_to_uint8(image)
+            image = to_uint8(image)
         return convert(image, self.channels, self.size)
 
     def __len__(self) -> int:
@@ -83,7 +128,7 @@ class TorchvisionItems(ImageItems):
         data = torch.as_tensor(data)
         if data.dtype != torch.uint8:
             return None
-        first = pil_to_uint8(self.dataset[0][0])
+        first = to_uint8(self.dataset[0][0])
         if data.dim() == 3:  # (N, H, W)
             layouts = [data.unsqueeze(1)]
         else:  # (N, C, H, W) or (N, H, W, C)
@@ -95,7 +140,7 @@ class TorchvisionItems(ImageItems):
 
 
 class FileItems(ImageItems):
-    """Image files decoded with PIL (as torchvision's ImageFolder does), converted to ``channels`` and ``size``."""
+    """Image files opened with PIL, decoded by ``to_uint8`` and converted to ``channels`` and ``size``."""
 
     def __init__(self, paths: Sequence[Path], name: str, channels: int, size: int) -> None:
         self.paths, self.name, self.channels, self.size = list(paths), name, channels, size
@@ -104,7 +149,7 @@ class FileItems(ImageItems):
         path = self.paths[index]
         try:
             with Image.open(path) as file:
-                image = pil_to_uint8(file)  # decodes the whole file: truncated data fails here
+                image = to_uint8(file)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise UserError(f"cannot decode {path}: {first_line(err)}") from None
         return convert(image, self.channels, self.size)
@@ -120,9 +165,9 @@ def image_files(root: Path) -> list[Path]:
     """Every image file under ``root`` (ImageFolder's class sub-folders or flat), sorted."""
     if not root.is_dir():
         raise UserError(f"image folder not found: {root}; set data.root=DIR to a folder of image files")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
-        raise UserError(f"no image files ({', '.join(IMG_EXTENSIONS)}) under {root}; set data.root=DIR")
+        raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}; set data.root=DIR")
     return paths
 
 

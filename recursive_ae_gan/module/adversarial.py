@@ -20,6 +20,7 @@ from recursive_ae_gan.losses import (
     target_weights,
 )
 from recursive_ae_gan.module.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
+from recursive_ae_gan.module.divergence import mean_over_ranks
 
 
 class AdversarialAutoencoder(RecursiveAutoencoder):
@@ -32,8 +33,9 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
     when the report's policy freezes D).
 
     Under DDP the ranks agree on the game's data-dependent decisions (the fool rates that steer the
-    ``target`` weights, the ``report`` policy's freeze) by averaging them first, so that every rank
-    takes the same steps.
+    ``target`` weights, the ``report`` policy's freeze) by averaging them first (an all-reduce queued on
+    the device), so that every rank takes the same steps. The ``report`` policy's freeze is a branch on
+    the host: one host sync per batch, the only one in the game's training step.
 
     Args (beyond ``RecursiveAutoencoder``'s):
         discriminator: the discriminator's config (``conf/model/discriminator/``): images -> one logit each.
@@ -69,10 +71,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         eval_depth: int | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        divergence_check_every: int | None = None,
     ) -> None:
         super().__init__(
             net, image_shape, recursion_depth, depth_schedule, loss, lr, betas, scheduler, eval_depth, compile,
-            channels_last,
+            channels_last, divergence_check_every,
         )  # fmt: skip
         low, high = adv_weight_bounds
         if not 0 <= low <= adv_weight <= high:
@@ -114,12 +117,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
         opt_ae, opt_d = self.optimizers()
-        buffers = self.buffer_snapshot()
         logits = self.reconstruct(x)  # (S, B, C, H, W)
         rec_per_step = self.training_losses(logits, x, batch_idx)
         rec_loss = rec_per_step.sum()
         if self.in_warmup():
-            self.check_finite(rec_loss, "reconstruction loss", batch_idx, buffers)
+            self.check_finite(rec_loss, "reconstruction loss", batch_idx)
             with self.toggled_optimizer(opt_ae):
                 self._step(opt_ae, rec_loss)
             self._log_reconstruction(rec_per_step, rec_loss)
@@ -132,11 +134,10 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
             real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
             d_loss = discriminator_loss(real_logits, fake_logits)
-            self.check_finite(d_loss, "discriminator loss", batch_idx, buffers)
-            reduce = self.trainer.strategy.reduce  # the mean over DDP ranks: every rank decides alike
-            rates = reduce(fool_rates(fake_logits.detach()), reduce_op="mean")
+            self.check_finite(d_loss, "discriminator loss", batch_idx)
+            rates = mean_over_ranks(fool_rates(fake_logits.detach()))  # every rank decides alike
             frozen = self.hparams.balance == "report" and report_freezes_discriminator(
-                reduce(fake_accuracies(fake_logits.detach()), reduce_op="mean")
+                mean_over_ranks(fake_accuracies(fake_logits.detach()))
             )
             if not frozen:
                 self._step(opt_d, d_loss)
@@ -147,7 +148,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
             weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
             g_loss = (weights * g_per_step).mean()
-            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx, buffers)
+            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx)
             self._step(opt_ae, rec_loss + g_loss)
         if self.hparams.balance == "target":
             low, high = self.hparams.adv_weight_bounds
@@ -177,6 +178,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     def on_train_epoch_end(self) -> None:
         """Log the game's epoch means; step the schedulers (manual optimization steps none by itself)."""
+        super().on_train_epoch_end()  # the divergence check first: a diverged epoch logs nothing more
         if self.game_batches:
             means = self.game_stats_sum / self.game_batches  # every rank has as many batches: mean of means
             self.log_dict(dict(zip(self.game_stat_names, means, strict=True)), sync_dist=True)

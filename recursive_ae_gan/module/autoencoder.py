@@ -9,14 +9,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torchmetrics import MeanMetric
 
 from recursive_ae_gan.errors import DivergedError, UserError
 from recursive_ae_gan.losses import cycle_depths, reconstruction_losses
+from recursive_ae_gan.module.divergence import DivergenceGuard
 from recursive_ae_gan.module.metrics import step_metrics
 
 NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
+# divergence_check_every=null: read the divergence flag every batch on the CPU (a sync costs nothing there),
+# every 100 on a GPU, where each read stops the host from queueing ahead (module/divergence.py).
+CHECK_EVERY = {"cpu": 1, "gpu": 100}
 
 
 def adam(params, lr: float, betas: Sequence[float]) -> torch.optim.Adam:
@@ -49,6 +52,9 @@ class RecursiveAutoencoder(L.LightningModule):
         eval_depth: last step evaluated on val/test (default k; ``evaluate`` looks further).
         compile: ``torch.compile`` the networks (in place, so checkpoint keys do not change).
         channels_last: run the convolutions in channels-last memory format.
+        divergence_check_every: read the device's divergence flag every this many training batches (and
+            before validation and at each epoch end); ``None``: 1 on the CPU, 100 on a GPU. A non-finite
+            loss or gradient skips its update on the device at once; the run stops when the flag is read.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class RecursiveAutoencoder(L.LightningModule):
         eval_depth: int | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        divergence_check_every: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,7 +86,11 @@ class RecursiveAutoencoder(L.LightningModule):
         if compile:
             self.net.compile()
         # Epoch means as metrics: under DDP they are summed over every rank's batches, not averaged per rank.
-        self.epoch_losses = nn.ModuleDict({f"{split}_loss": MeanMetric() for split in ("train", "val", "test")})
+        # The training loss skips MeanMetric's NaN check, a host sync per step (a diverged run stops anyway).
+        self.epoch_losses = nn.ModuleDict(
+            {"train_loss": MeanMetric(nan_strategy="disable")} | {f"{s}_loss": MeanMetric() for s in ("val", "test")}
+        )
+        self.divergence: DivergenceGuard | None = None  # made on the device at each fit's start
         self.metrics = nn.ModuleDict(
             {split: nn.ModuleList(step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
         )
@@ -103,36 +114,49 @@ class RecursiveAutoencoder(L.LightningModule):
     def training_losses(self, logits: torch.Tensor, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """The reconstruction loss of each trained step ``(S,)``, under the depth schedule."""
         if self.hparams.depth_schedule == "cycle":
-            depths = cycle_depths(len(x), self.depth, batch_idx).to(x.device)
+            depths = cycle_depths(len(x), self.depth, batch_idx, x.device)
             return reconstruction_losses(logits, x, self.loss_name, depths)
         return reconstruction_losses(logits, x, self.loss_name)
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        buffers = self.buffer_snapshot()
         per_step = self.training_losses(self.reconstruct(x), x, batch_idx)
         loss = per_step.sum()
-        self.check_finite(loss, "training loss", batch_idx, buffers)
+        self.check_finite(loss, "training loss", batch_idx)
         self._log_reconstruction(per_step, loss)
         return loss
 
-    def buffer_snapshot(self) -> torch.Tensor:
-        """The floating buffers (BatchNorm's running statistics, ...) as one vector: a forward pass updates
-        them before its loss can be checked, so a diverged step puts them back."""
-        return parameters_to_vector(b for b in self.buffers() if b.is_floating_point())
+    def on_fit_start(self) -> None:
+        self.divergence = DivergenceGuard(self, self.device)  # on the device, with the restored buffers
 
-    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int, buffers: torch.Tensor) -> None:
-        """Stop the run at the step where ``loss`` stops being finite, before it reaches the weights, with
-        the buffers as they were before the step (``buffers``): last.ckpt keeps the last finite state.
+    def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
+        """Flag ``loss`` on the device if it is not finite: the next optimizer step, and every later one,
+        is skipped (``on_before_optimizer_step``), and the run stops when the flag is next read."""
+        if self.divergence is None:  # a training step called outside fit
+            self.divergence = DivergenceGuard(self, self.device)
+        self.divergence.check_loss(loss, what, self.current_epoch, batch_idx, self.global_step)
 
-        One host sync per step; under DDP the ranks agree first, so that none waits on another.
-        """
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
-        if not finite:
-            vector_to_parameters(buffers, [b for b in self.buffers() if b.is_floating_point()])
-            raise DivergedError(
-                f"training diverged: the {what} is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} "
-                f"(global step {self.global_step}); lower {self.lr_settings()}"
-            )
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.divergence.guard_step(optimizer)  # non-finite gradients also raise the flag
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.hparams.divergence_check_every or CHECK_EVERY["cpu" if self.device.type == "cpu" else "gpu"]
+        if (batch_idx + 1) % every == 0:
+            self.stop_if_diverged()
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "fit":  # validation within fit would score a diverged model
+            self.stop_if_diverged()
+
+    def on_train_epoch_end(self) -> None:
+        self.stop_if_diverged()  # a fit stopped within its epoch (max_steps, should_stop) is read here
+
+    def stop_if_diverged(self) -> None:
+        """Read the divergence flag (one host sync); if it is up (or a buffer is not finite), put back the last
+        finite buffers and stop the run with one line. The weights took no update since the failed check, so
+        last.ckpt is finite."""
+        failure = self.divergence.first_failure()
+        if failure is not None:
+            raise DivergedError(f"training diverged: {failure}; lower {self.lr_settings()}")
 
     def lr_settings(self) -> str:
         return f"model.lr (now {self.hparams.lr})"
@@ -152,7 +176,8 @@ class RecursiveAutoencoder(L.LightningModule):
 
     def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
         """Update and log the split's per-step metrics; returns the step images ``(S, B, C, H, W)``."""
-        logits = self.reconstruct(x, self.eval_depth)
+        # Contiguous: channels_last outputs would break the metrics, which view their inputs flat.
+        logits = self.reconstruct(x, self.eval_depth).contiguous()
         per_step = reconstruction_losses(logits[: self.depth + 1], x, self.loss_name)
         self.epoch_losses[f"{split}_loss"].update(per_step.sum(), len(x))
         self.log(f"{split}/loss", self.epoch_losses[f"{split}_loss"], prog_bar=split == "val", batch_size=len(x))

@@ -1,0 +1,97 @@
+"""The report's figures, one line per group of runs (``runs.group_runs``): its mean over the group's ok runs,
+with the 95% Student's t interval of those runs as error bars or a band (none where one run has the value).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from recursive_ae_gan.atomic import atomic_open
+from recursive_ae_gan.runs import Group, dataset_name, loss_curves, step_curve
+from recursive_ae_gan.stats import summarize
+
+
+def _mean_and_interval(points: dict[float, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(xs, means, lows, highs)`` of ``{x: values}`` in x order; the interval is the mean itself for one value."""
+    xs = sorted(points)
+    summaries = [summarize(points[x]) for x in xs]
+    means = np.array([s.mean for s in summaries])
+    lows, highs = np.array([s.low for s in summaries]), np.array([s.high for s in summaries])
+    return np.array(xs), means, np.where(np.isnan(lows), means, lows), np.where(np.isnan(highs), means, highs)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_open(path, "wb") as file:
+        fig.savefig(file, format="png", dpi=100)
+
+
+def group_loss_curves(group: Group) -> dict[str, dict[float, list[float]]]:
+    """``{"train"|"val": {epoch: [loss of each ok run]}}`` (a run's last value of an epoch, if it logged several)."""
+    points: dict[str, dict[float, list[float]]] = {}
+    for run in group.ok:
+        for name, (epochs, losses) in loss_curves(run).items():
+            per_epoch = {e: loss for e, loss in zip(epochs, losses, strict=True) if not math.isnan(e)}
+            for epoch, loss in per_epoch.items():
+                points.setdefault(name, {}).setdefault(epoch, []).append(loss)
+    return points
+
+
+def plot_loss_curves(groups: Sequence[Group], path: Path) -> bool:
+    """One panel per group: train and validation loss per epoch, the mean over its runs and the band of their
+    95% t interval; ``False`` (no file) when no ok run has TensorBoard losses."""
+    curves = [(group, c) for group in groups if (c := group_loss_curves(group))]
+    if not curves:
+        return False
+    cols = min(3, len(curves))
+    rows = math.ceil(len(curves) / cols)
+    fig = Figure(figsize=(4.5 * cols, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (group, group_curves) in zip(axes, curves, strict=False):  # the grid may have spare panels
+        for name, points in group_curves.items():
+            epochs, means, lows, highs = _mean_and_interval(points)
+            (line,) = ax.plot(epochs, means, marker=".", label=name)
+            ax.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.25, linewidth=0)
+        ax.set(title=f"{group.label} (n={len(group.ok)})", xlabel="epoch", ylabel="loss")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend()
+    for ax in axes[len(curves) :]:
+        ax.set_axis_off()
+    _save(fig, path)
+    return True
+
+
+def plot_test_steps(groups: Sequence[Group], path: Path) -> bool:
+    """Test score against recursion step, one panel per (dataset, metric), one line per group with the 95% t
+    interval of its runs as error bars; ``False`` when no ok run has one."""
+    panels: dict[tuple[str | None, str], list[tuple[Group, dict[float, list[float]]]]] = {}
+    for group in groups:
+        per_metric: dict[str, dict[float, list[float]]] = {}
+        for run in group.ok:
+            if curve := step_curve(run):
+                metric, steps, values = curve
+                for step, value in zip(steps, values, strict=True):
+                    per_metric.setdefault(metric, {}).setdefault(step, []).append(value)
+        for metric, points in per_metric.items():
+            panels.setdefault((dataset_name(group.runs[0]), metric), []).append((group, points))
+    if not panels:
+        return False
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    for ax, ((dataset, metric), lines) in zip(
+        fig.subplots(1, len(panels), squeeze=False).ravel(), panels.items(), strict=True
+    ):
+        for i, (group, points) in enumerate(lines):
+            steps, means, lows, highs = _mean_and_interval(points)
+            dodge = (i - (len(lines) - 1) / 2) * 0.04  # side by side: groups with equal means stay visible
+            label = f"{group.label} (n={len(group.ok)})"
+            ax.errorbar(steps + dodge, means, yerr=[means - lows, highs - means], marker="o", capsize=3, label=label)
+        ax.set(title=f"{dataset}: test {metric} per recursion step", xlabel="step (autoencoder applied step+1 times)")
+        ax.set(ylabel=f"test {metric} (mean, 95% interval)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize="small")
+    _save(fig, path)
+    return True

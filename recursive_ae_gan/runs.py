@@ -1,0 +1,215 @@
+"""Run directories as ``report`` reads them: a run's config, result files and curves, and groups over seeds.
+
+A run is any folder holding ``.hydra/config.yaml``. Runs whose composed configs differ only in their seeds,
+or in keys that do not change what is trained (where a run reads and writes, how it logs), form one group:
+the repetitions of one setting, summarised over seeds. Everything else splits groups, so a key that could
+change the result (``model.lr``, ``trainer.max_epochs``, ``data.in_memory``, ...) never mixes two settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+LOSS_TAGS = {"train": "train/loss_epoch", "val": "val/loss"}
+
+# The seeds: weights and shuffling (`seed`), the data order (`data.seed`, `${seed}` by default) and the
+# train/validation split (`data.split_seed`). Runs are paired over the values of all three.
+SEED_KEYS = ("seed", "data.seed", "data.split_seed")
+# Keys (and the subtrees under them) that do not change what a run trains: where it reads and writes, what
+# it resumes from, how it is logged and labelled, what a sweep returns, and the collapse check, which
+# judges the trained model (its runs then count as collapsed) without changing it.
+IGNORED_KEYS = (
+    "paths", "ckpt_path", "rerun_failed", "tags", "logger", "extras", "jobs_per_gpu", "optimized_metric",
+    "collapse_threshold", "data.root", "data.download", "trainer.default_root_dir", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)  # fmt: skip
+
+
+@dataclass
+class Run:
+    """What a run directory holds: its config, Hydra's group choices and overrides, and its result files."""
+
+    path: Path
+    config: DictConfig
+    choices: dict
+    metrics: dict  # metrics.json; empty when the run never finished
+    evaluation: dict  # the deepest eval.json under the run; empty when none
+    overrides: list[str] = field(default_factory=list)  # .hydra/overrides.yaml: the command line's
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "missing")
+
+    @property
+    def ok(self) -> bool:
+        """Only runs that finished and did not collapse enter the statistics."""
+        return self.status == "ok"
+
+
+@dataclass
+class Group:
+    """The runs of one setting (their configs equal apart from the seeds and the ignored keys)."""
+
+    label: str  # the overrides that tell this group from the others, e.g. ``model=rae,model.lr=0.01``
+    runs: list[Run]
+    differs: list[str] = field(default_factory=list)  # those overrides, one by one
+
+    @property
+    def ok(self) -> list[Run]:
+        return [run for run in self.runs if run.ok]
+
+    @property
+    def status(self) -> str:
+        """``3 ok, 1 failed``; a group of one run: its status (``ok``, ``missing``, ...)."""
+        if len(self.runs) == 1:
+            return self.runs[0].status
+        counts = Counter(run.status for run in self.runs)
+        return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _path_order(path: Path) -> list[str | int]:
+    """Numbers in a path compare as numbers: sweep job ``2`` before ``10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every run under ``root``, in path order (job ``2`` before ``10``)."""
+    runs = []
+    for config_file in sorted(root.rglob(".hydra/config.yaml"), key=_path_order):
+        path = config_file.parent.parent
+        hydra_file, overrides_file = path / ".hydra" / "hydra.yaml", path / ".hydra" / "overrides.yaml"
+        choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
+        evaluations = [_read_json(p) for p in sorted(path.rglob("eval.json"))]
+        runs.append(
+            Run(
+                path=path,
+                config=OmegaConf.load(config_file),
+                choices=dict(choices),
+                metrics=_read_json(path / "metrics.json"),
+                evaluation=max(evaluations, key=lambda e: e.get("max_depth", -1), default={}),
+                overrides=list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else [],
+            )
+        )
+    return runs
+
+
+def dataset_name(run: Run) -> str | None:
+    """The run's dataset, short: ``data.dataset`` names a torchvision class (``torchvision.datasets.MNIST``:
+    ``mnist``) or ``folder``; runs from before the data package name it already (``mnist``)."""
+    dataset = run.config.get("data", {}).get("dataset")
+    return dataset.rpartition(".")[2].lower() if isinstance(dataset, str) else None
+
+
+def last_step(metrics: dict, metric: str) -> int | None:
+    """The deepest step with ``test/step_i/<metric>`` in ``metrics``."""
+    steps = [int(m[1]) for key in metrics if (m := re.fullmatch(rf"test/step_(\d+)/{metric}", key))]
+    return max(steps, default=None)
+
+
+def score_metric(run: Run) -> str | None:
+    """The run's headline metric (``mse`` or ``bce``), from ``score_name`` = ``test/step_0/<metric>``."""
+    name = run.metrics.get("score_name") or run.evaluation.get("score_name")
+    return name.rsplit("/", 1)[-1] if name else None
+
+
+def run_tags(run: Run) -> list[str]:
+    """The run's ``tags`` (from its config, so a failed run has them too); none for runs from before tags."""
+    return list(run.config.get("tags") or [])
+
+
+def run_seeds(run: Run) -> tuple:
+    """The values of ``SEED_KEYS`` (``data.seed: ${seed}`` resolved; ``None`` where a run has no such key):
+    two runs with equal seeds saw the same initial weights, data order and split."""
+    return tuple(OmegaConf.select(run.config, key, throw_on_resolution_failure=False) for key in SEED_KEYS)
+
+
+def ignored(key: str) -> bool:
+    """Whether ``key`` (dotted, or an override's key such as ``model`` or ``+x.y``) is left out of a group's key."""
+    key = key.lstrip("+~")
+    return any(key == k or key.startswith(k + ".") for k in (*SEED_KEYS, *IGNORED_KEYS))
+
+
+def _flatten(node: object, prefix: str, into: dict[str, str]) -> None:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            _flatten(value, f"{prefix}{key}.", into)
+    else:  # a leaf: lists compare whole; interpolations (``${seed}``) as written, the same in every run
+        into[prefix[:-1]] = json.dumps(node, sort_keys=True)
+
+
+def settings(run: Run) -> dict[str, str]:
+    """The run's composed config, flattened to ``{dotted key: JSON value}``, without the ignored keys."""
+    flat: dict[str, str] = {}
+    _flatten(OmegaConf.to_container(run.config, resolve=False), "", flat)
+    return {key: value for key, value in flat.items() if not ignored(key)}
+
+
+def override_key(override: str) -> str:
+    """``model.lr`` of ``model.lr=0.01``, ``model`` of ``model=rae``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def label_overrides(run: Run) -> list[str]:
+    """The run's overrides that can change what it trains (no seeds, paths, loggers, ...)."""
+    return [o for o in run.overrides if not ignored(override_key(o))]
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """The runs grouped by ``settings`` (groups in the order of their first run), each labelled by the overrides
+    that not every group shares; a group with none is named by its model choice."""
+    by_key: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault(tuple(sorted(settings(run).items())), []).append(run)
+    members = list(by_key.values())
+    shared = set.intersection(*(set(label_overrides(m[0])) for m in members)) if members else set()
+    groups, seen = [], {}
+    for same in members:
+        differs = [o for o in label_overrides(same[0]) if o not in shared]
+        label = ",".join(differs) or f"model={same[0].choices.get('model', '?')}"
+        seen[label] = seen.get(label, 0) + 1
+        groups.append(Group(label if seen[label] == 1 else f"{label} #{seen[label]}", same, differs))
+    return groups
+
+
+def loss_curves(run: Run) -> dict[str, tuple[list[float], list[float]]]:
+    """``{"train"|"val": (epochs, losses)}`` from the run's TensorBoard event files."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for folder in sorted({p.parent for p in run.path.rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(folder), size_guidance={SCALARS: 0})  # 0: keep every point
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        # Lightning logs the epoch at the same global step as every other scalar: x-axis in epochs.
+        epoch_at = {e.step: e.value for e in events.Scalars("epoch")} if "epoch" in tags else {}
+        for name, tag in LOSS_TAGS.items():
+            if tag in tags:
+                points = events.Scalars(tag)
+                curves[name] = ([epoch_at.get(e.step, math.nan) for e in points], [e.value for e in points])
+    return curves
+
+
+def step_curve(run: Run) -> tuple[str, list[int], list[float]] | None:
+    """``(metric, steps, values)``: the test score per step, from eval.json where it goes deeper than metrics.json."""
+    metric = score_metric(run)
+    if metric is None:
+        return None
+    trained, evaluated = last_step(run.metrics, metric), last_step(run.evaluation, metric)
+    if evaluated is not None and (trained is None or evaluated > trained):
+        source, depth = run.evaluation, evaluated
+    elif trained is not None:
+        source, depth = run.metrics, trained
+    else:
+        return None
+    steps = list(range(depth + 1))
+    return metric, steps, [source[f"test/step_{i}/{metric}"] for i in steps]
