@@ -36,9 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from recursive_ae_gan.errors import UserError
 
 MAX_NAME = 120
-# Overrides that do not change what a run computes, left out of its name: where it reads and writes, what it
-# resumes from (a resumed run keeps its name), how it is logged and labelled.
-UNNAMED = ("ckpt_path", "paths", "logger", "tags", "extras")
+# Overrides that do not change what a run computes, left out of its name (a key, or a group and everything under
+# it): where it reads and writes, what it resumes from (a resumed run keeps its name), how it is logged and labelled.
+UNNAMED = ("ckpt_path", "paths", "data.root", "data.download", "logger", "tags", "extras")
 # A logger's target -> (the module its client needs, the project's extra that installs it).
 CLIENTS = {
     "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
@@ -68,6 +68,11 @@ def swept_keys(hydra_cfg: DictConfig) -> set[str]:
     return keys
 
 
+def _unnamed(key: str) -> bool:
+    """Whether an override of ``key`` (``paths.log_dir``, ``logger``, ``logger/mlflow``) stays out of names."""
+    return any(key == u or key.startswith((f"{u}.", f"{u}/")) for u in UNNAMED)
+
+
 def run_name(style: str = "") -> str | None:
     """The ``run_name`` resolver: see the module docstring. Outside a Hydra run (the compose API), no name:
     ``""`` (TensorBoard then writes into ``tensorboard/`` itself), or None for ``timed`` (the logger's own)."""
@@ -75,7 +80,7 @@ def run_name(style: str = "") -> str | None:
         return None if style == "timed" else ""
     hydra_cfg = HydraConfig.get()
     overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
-    overrides = [o for o in overrides if o.key_or_group.split(".")[0].split("/")[0] not in UNNAMED]
+    overrides = [o for o in overrides if not _unnamed(o.key_or_group)]
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     if sweep and (keys := swept_keys(hydra_cfg)):
         overrides = [o for o in overrides if o.key_or_group in keys]

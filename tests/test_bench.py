@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from recursive_ae_gan import bench
 from recursive_ae_gan.errors import UserError
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @pytest.fixture

@@ -176,15 +176,16 @@ def test_a_logger_without_its_package_is_one_line(data_root: Path, tmp_path: Pat
 
 
 def test_run_names_are_overrides_filesystem_safe_and_bounded(tmp_path: Path) -> None:
-    overrides = ["model=rae", "model/net=conv", "data.root=/my images/x", f"paths.log_dir={tmp_path}", "tags=[a]"]
+    overrides = ["model=rae", "model/net=conv", "data.dataset=my set/x", "data.root=/my data", "tags=[a]"]
+    overrides.append(f"paths.log_dir={tmp_path}")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, "ckpt_path=/x/last.ckpt"], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     try:
         # Where it reads and writes, what it resumes from and how it is labelled are not what a run is.
-        assert run_name() == "model=rae,model_net=conv,data.root=_my_images_x"
+        assert run_name() == "model=rae,model_net=conv,data.dataset=my_set_x"
         stamp = Path(cfg.hydra.run.dir).name
-        assert run_name("timed") == f"{stamp} model=rae,model_net=conv,data.root=_my_images_x"
+        assert run_name("timed") == f"{stamp} model=rae,model_net=conv,data.dataset=my_set_x"
     finally:
         HydraConfig.instance().cfg = None
     long = safe_name("model.lr=" + "1" * 300)
