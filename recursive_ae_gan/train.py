@@ -118,8 +118,7 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
     variation = metrics["test/step_0/variation"]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
     result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name]}
-    result |= {"tags": list(cfg.tags)}
-    result |= metrics
+    result |= {"tags": list(cfg.tags)} | metrics
     if trainer.is_global_zero:
         record_result(trainer.loggers, {**datamodule.hparams, **model.hparams}, cfg.tags, result["score"])
         write_metrics(cfg, result)
@@ -149,7 +148,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         return None
     except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
         out = Path(cfg.paths.output_dir)
-        (out / "error.log").write_text(traceback.format_exc())
+        atomic_write(out / "error.log", traceback.format_exc())
         if not isinstance(err, RunFailed):  # a collapsed or diverged run has written its own status
             write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
         log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
