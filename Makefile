@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 ARGS ?=
 EXPERIMENTS ?= mnist_ae,cifar10_ae,cifar10_rae,mnist_ae_gan,cifar10_ae_gan,cifar10_rae_gan
 SWEEP_DIR ?= outputs/reproduce/$(shell date +%Y-%m-%d_%H-%M-%S)
+# A study is conf/experiment/study_*.yaml; its directory is fixed, so `make study` again continues it.
+STUDY ?= study_mnist
+STUDY_DIR ?= outputs/study/$(STUDY)
 
-.PHONY: train test bench gpu-check reproduce lint clean
+.PHONY: train test bench gpu-check reproduce study lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +34,10 @@ gpu-check: $(VENV)/.installed  ## a lent GPU end to end in < 8 min, one markdown
 reproduce: $(VENV)/.installed  ## the report's experiments as one multirun, then the results table
 	$(BIN)/python -m recursive_ae_gan.train -m experiment=$(EXPERIMENTS) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(BIN)/python -m recursive_ae_gan.report $(SWEEP_DIR)
+
+study: $(VENV)/.installed  ## AE, RAE, AE+GAN, RAE+GAN over seeds on one protocol, then the report (intervals, differences)
+	$(BIN)/python -m recursive_ae_gan.train experiment=$(STUDY) hydra.sweep.dir=$(STUDY_DIR) $(ARGS); \
+	status=$$?; $(BIN)/python -m recursive_ae_gan.report $(STUDY_DIR) && exit $$status  # a failed job still gets its report
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check recursive_ae_gan tests

@@ -1,13 +1,14 @@
 """Training throughput of the framework against plain PyTorch: ``python -m recursive_ae_gan.bench``.
 
-For every dataset's network, model (ae, rae, ae_gan, rae_gan) and batch size, two paths train on
-the same synthetic uint8 images of the dataset's shape:
+For every dataset, autoencoder network (``bench.nets``: ``conf/model/net/`` names, the report's by default;
+``cifar10_tuned`` is the tuned recipes' net), model (ae, rae, ae_gan, rae_gan) and batch size, two paths
+train on the same synthetic uint8 images of the dataset's shape:
 
-* framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=..``), built
+* framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=.. model/net=..``), built
   as training builds it (``instantiate(cfg.model, image_shape=...)`` from the data's image shape) and
   fitted by a real ``lightning.Trainer`` (no logger, checkpoints, progress bar or validation) over
   the real ``ImageDataModule`` loaders;
-* plain: ``PlainLoop``, the same networks (``report_autoencoder(shape)``, ``MLPDiscriminator(shape,
+* plain: ``PlainLoop``, the same networks (the autoencoder built from the same config, ``MLPDiscriminator(shape,
   hidden)``), losses, fused Adam, recursion and D/AE alternation in a bare loop that can be resumed
   for any number of batches.
 
@@ -61,10 +62,13 @@ from recursive_ae_gan.losses import (
     reconstruction_losses,
     target_weights,
 )
-from recursive_ae_gan.networks import MLPDiscriminator, report_autoencoder
+from recursive_ae_gan.module.adversarial import ADV_WEIGHT_BOUNDS
+from recursive_ae_gan.module.autoencoder import build
+from recursive_ae_gan.networks import MLPDiscriminator
 
 # The benchmarked datasets (conf/data/<name>.yaml) and their image shapes (C, H, W), which size the networks.
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NETS_DIR = Path(cli.CONF_DIR, "model", "net")  # bench.nets names a file here
 MODELS = ("ae", "rae", "ae_gan", "rae_gan")
 PRECISIONS = ("32-true", "bf16-mixed")
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
@@ -101,6 +105,7 @@ class Settings:
     """``conf/bench.yaml``'s ``bench`` node with the device defaults and ``quick`` applied."""
 
     datasets: list[str]
+    nets: list[str]
     models: list[str]
     depth: int
     batch_sizes: list[int]
@@ -132,7 +137,8 @@ def settings(bench: DictConfig) -> Settings:
     values["threads"] = values["threads"] or None  # None: torch's default
     if values.pop("quick"):
         values |= QUICK
-    for name, choices in [("datasets", SHAPES), ("models", MODELS)]:
+    nets = sorted(path.stem for path in NETS_DIR.glob("*.yaml"))
+    for name, choices in [("datasets", SHAPES), ("nets", nets), ("models", MODELS)]:
         if not values[name] or not set(values[name]) <= set(choices):
             raise UserError(f"bench.{name}={values[name]} must list some of: {', '.join(choices)}")
     if values["clock"] not in CLOCKS:
@@ -202,14 +208,12 @@ class PlainLoop:
     def __init__(self, cfg: DictConfig) -> None:
         m, data = cfg.model, cfg.data
         self.adversarial = "discriminator" in m
-        if get_object(m.net._target_) is not report_autoencoder or (
-            self.adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator
-        ):
-            raise UserError("the plain loop builds the report's networks: model/net=report, model/discriminator=mlp")
+        if self.adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator:
+            raise UserError("the plain loop builds the report's discriminator: model/discriminator=mlp")
         self.m, self.shape = m, tuple(data.image_shape)
         self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
         torch.manual_seed(cfg.seed)  # as the framework's model: the weights are seeded right before it is built
-        self.net = report_autoencoder(self.shape).to(self.device)
+        self.net = build(m.net, self.shape).to(self.device)  # any autoencoder config: the report's or a tuned one
         if m.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.loss_name = m.loss or self.net.default_loss
@@ -263,7 +267,7 @@ class PlainLoop:
         self.opt_ae.step()
         if self.adversarial:
             self.disc.requires_grad_(True)
-            low, high = m.adv_weight_bounds
+            low, high = m.adv_weight_bounds or ADV_WEIGHT_BOUNDS[self.loss_name]
             self.adv_weights = target_weights(self.adv_weights, rates, m.target_gain, low, high)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -322,6 +326,7 @@ class Row:
 
     dataset: str
     model: str
+    net: str
     depth: int
     batch: int
     framework_img_s: float
@@ -332,12 +337,13 @@ class Row:
     peak_mib: float
 
 
-def train_config(s: Settings, dataset: str, model: str, batch_size: int) -> DictConfig:
+def train_config(s: Settings, dataset: str, model: str, batch_size: int, net: str = "report") -> DictConfig:
     """``conf/train.yaml`` composed for one row (Hydra must be initialised on ``conf/``)."""
     depth = s.depth if model.startswith("rae") else 0
     overrides = [
         f"data={dataset}",
         f"model={model}",
+        f"model/net={net}",
         f"model.recursion_depth={depth}",
         f"model.compile={s.compile}",
         f"model.channels_last={s.channels_last}",
@@ -383,7 +389,7 @@ def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
     return torch.stack(steps)
 
 
-def measure_row(s: Settings, dataset: str, model: str, cfg: DictConfig) -> Row:
+def measure_row(s: Settings, dataset: str, net: str, model: str, cfg: DictConfig) -> Row:
     """Both paths interleaved over one fit; the row's medians, quartiles and peak memory."""
     batch_size = cfg.data.batch_size
     cuda = s.device.type == "cuda"
@@ -404,28 +410,29 @@ def measure_row(s: Settings, dataset: str, model: str, cfg: DictConfig) -> Row:
     framework, plain = (
         statistics.median(steps * batch_size / t for t in times) for times in (timed.framework_s, timed.plain_s)
     )
-    return Row(dataset, model, cfg.model.recursion_depth, batch_size, framework, plain, ratio, q1, q3, peak)
+    return Row(dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain, ratio, q1, q3, peak)
 
 
 def measure_rows(s: Settings) -> list[Row]:
     """Time every row; print each as it ends."""
     print(
-        f"{'dataset':8} {'model':8} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
+        f"{'dataset':8} {'model':8} {'net':13} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
         f"{'ratio':>6} {'IQR':>6} {'peak MiB':>9}",
         flush=True,
     )
     rows = []
     for dataset in s.datasets:
-        for model in s.models:
-            for batch_size in s.batch_sizes:
-                row = measure_row(s, dataset, model, train_config(s, dataset, model, batch_size))
-                rows.append(row)
-                print(
-                    f"{dataset:8} {model:8} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
-                    f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_q3 - row.ratio_q1:>6.3f} "
-                    f"{row.peak_mib:>9,.0f}",
-                    flush=True,
-                )
+        for net in s.nets:
+            for model in s.models:
+                for batch_size in s.batch_sizes:
+                    row = measure_row(s, dataset, net, model, train_config(s, dataset, model, batch_size, net))
+                    rows.append(row)
+                    print(
+                        f"{dataset:8} {model:8} {net:13} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
+                        f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_q3 - row.ratio_q1:>6.3f} "
+                        f"{row.peak_mib:>9,.0f}",
+                        flush=True,
+                    )
     return rows
 
 

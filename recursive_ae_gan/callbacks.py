@@ -1,10 +1,15 @@
-"""Callbacks: the per-epoch image grid of inputs above their reconstructions, and TensorBoard's step dashboard."""
+"""Callbacks: the per-epoch image grid of inputs above their reconstructions, TensorBoard's step dashboard, and the
+exponential moving average of the weights (``EMA``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
+from torch import nn
 from torchvision.utils import make_grid
 
 from recursive_ae_gan.loggers import log_image
@@ -83,3 +88,71 @@ class StepDashboard(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_custom_scalars(layout)
+
+
+def _state(module: nn.Module) -> Iterator[torch.Tensor]:
+    """Parameters, then buffers: the order of Lightning's ``WeightAveraging`` (and ``AveragedModel``)."""
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights: validation, the final test and the ``state_dict``
+    of every checkpoint hold the average (so ``evaluate`` and ``reconstruct`` use it); the trained weights go into
+    the checkpoint's ``current_model_state``, which a resumed run continues from. The average is updated after
+    every training batch (after both of the game's optimizer steps): ``avg = decay * avg + (1 - decay) * w``,
+    and the first update copies ``w``, as ``AveragedModel`` does. Parameters and floating buffers (BatchNorm's
+    running statistics) are averaged, integer buffers copied.
+
+    Three changes to Lightning's callback, each for a requirement it misses:
+
+    * the average lives on the training device: Lightning puts it where the model is at ``setup``, which is still
+      the CPU (the strategy moves the model later), so a GPU run would copy its weights to the host every step;
+    * the update is queued on the device: ``AveragedModel.update_parameters`` reads its update count on the
+      host twice per update (a sync every step). A step that the divergence guard skipped (its flag is up) leaves
+      the average as it was, so that non-finite BatchNorm statistics never enter it and the checkpoint a
+      diverged run leaves stays finite;
+    * a fit that trains no batch (resumed after its last epoch) also ends with the average in the model
+      (``on_fit_end``), as one that trains does (``on_train_end``), so that ``train``'s final test scores it.
+
+    ``update_every_n_steps`` and ``update_starting_at_step`` count optimizer steps (Lightning's ``global_step``):
+    the game takes two per batch after its warm-up. Under DDP every rank keeps its own (identical) average.
+    """
+
+    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, update_starting_at_step: int | None = None):
+        super().__init__(
+            decay=decay, update_every_n_steps=update_every_n_steps, update_starting_at_step=update_starting_at_step
+        )
+        self.decay = decay
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        step_idx = trainer.global_step - 1  # zero-based, as Lightning's
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=step_idx):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._average_model is not None:
+            self._copy_average_to_current(pl_module)
+
+    @torch.no_grad()
+    def _update(self, pl_module: L.LightningModule) -> None:
+        """One EMA update, queued on the device (no host sync)."""
+        average = self._average_model
+        pairs = list(zip(_state(average.module), _state(pl_module), strict=True))
+        floats = [(a, w.detach()) for a, w in pairs if a.is_floating_point()]
+        guard = getattr(pl_module, "divergence", None)
+        if guard is not None:  # after a step the guard skipped, average in the average itself: no change, no NaN
+            skipped = guard.flag > 0
+            floats = [(a, torch.where(skipped, a, w)) for a, w in floats]
+        averaged, current = [a for a, _ in floats], [w for _, w in floats]
+        first = self._latest_update_step == 0  # nothing averaged yet (this run or the checkpoint it resumed): copy
+        torch._foreach_lerp_(averaged, current, 1.0 if first else 1.0 - self.decay)
+        for a, w in pairs:
+            if not a.is_floating_point():
+                a.copy_(w)
+        average.n_averaged += 1

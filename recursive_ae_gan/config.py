@@ -62,6 +62,10 @@ RANGES: dict[str, Check] = {
     "num_workers": at_least(0),
     "num_images": at_least(1),
     "divergence_check_every": at_least(1),
+    "decay": ((lambda v: 0 <= v <= 1), "in [0, 1]"),
+    "step_weights": each(at_least(0)),
+    "update_every_n_steps": at_least(1),
+    "update_starting_at_step": at_least(0),
 }
 TRAINER_RANGES: dict[str, Check] = {
     "accelerator": ((lambda v: not isinstance(v, str) or v in ACCELERATORS), f"one of {', '.join(ACCELERATORS)}"),

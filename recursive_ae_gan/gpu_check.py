@@ -300,7 +300,7 @@ def profile_row(s: bench.Settings, row: bench.Row, report: Report, work: Path, s
     """Where the framework's time goes in the lowest row: ``steps`` training batches under torch.profiler, after
     the bench's warm-up; the top operators, the share of the wall time the GPU was busy, and the trace."""
     with initialize_config_dir(config_dir=cli.CONF_DIR, version_base="1.3"):
-        cfg = bench.train_config(s, row.dataset, row.model, row.batch)
+        cfg = bench.train_config(s, row.dataset, row.model, row.batch, row.net)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from recursive_ae_gan.atomic import atomic_open
 from recursive_ae_gan.errors import UserError
 
 MAX_NAME = 120
@@ -111,7 +112,7 @@ def print_config_tree(cfg: DictConfig, path: Path) -> None:
         tree.add(key or "(top level)", style="bold").add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
     rich.console.Console(width=width).print(tree)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as file:
+    with atomic_open(path, "w") as file:
         rich.console.Console(file=file, width=width).print(tree)
 
 

@@ -1,12 +1,26 @@
-"""Hydra's Optuna sweeper (``hydra-optuna-sweeper``, the ``sweep`` extra) with a grid study that always ends.
+"""Hydra's Optuna sweeper (``hydra-optuna-sweeper``, the ``sweep`` extra), with studies that continue and grid
+studies that always end. ``hydra/sweeper=optuna`` is the plugin's sweeper with :class:`StudySweeperImpl` (the
+class: ``hydra_plugins/recursive_ae_gan/optuna_sweeper.py``; its config, the plugin's under the plugin's name:
+``recursive_ae_gan.sweeps``). Docs: ``docs/scaling.md``.
 
-Optuna's ``GridSampler`` calls ``Study.stop()`` once the last grid point is told, which raises outside
+Continuing. The plugin numbers its jobs from 0 in every run and builds its sampler from the same seed, so a second
+run on a stored study (``hydra.sweeper.storage`` and ``study_name``) put its first trial, the study's next one, in
+job directory 0, over trial 0's run, and drew trial 0's parameters again. Here a run on a stored study goes on:
+
+- job ``i`` is the study's trial ``i`` (its directory ``<sweep dir>/i``), so a run adds directories and never
+  reuses an earlier trial's (where ``resume.py`` would take that trial's run for its own);
+- ``n_trials`` counts every finished trial of the study (complete, failed, pruned): a run adds the rest, or none;
+- a trial still RUNNING was left by a run that was killed (one sweep per study at a time: nothing else can be
+  telling it); it is told FAIL, counts as a failed trial, and its directory stays as the kill left it;
+- the sampler's ``seed`` (when it has one) is the configured seed plus the number of trials the study holds: a
+  new study draws what its seed says, a continued one draws new points, and the same commands give the same study.
+
+Grids. Optuna's ``GridSampler`` calls ``Study.stop()`` once the last grid point is told, which raises outside
 ``Study.optimize``; the plugin asks and tells its trials itself, and ignores that error for a completed trial
 but not for a failed one. So a grid study whose last trial failed ended in a traceback, without
-``optimization_results.yaml`` or the sweep's summary line. ``hydra/sweeper=optuna`` is the plugin's sweeper with
-:class:`GridEndingSweeperImpl` (the class: ``hydra_plugins/recursive_ae_gan/optuna_sweeper.py``; its config, the
-plugin's under the plugin's name: ``recursive_ae_gan.sweeps``): the same grid, built as the plugin builds it, but
-from a :class:`GridSampler` that leaves the end of the study to the trial count, the grid's size.
+``optimization_results.yaml`` or the sweep's summary line. Here the grid is built as the plugin builds it, but as
+a :class:`GridSampler` that leaves the end of the study to the trial count, the grid's size; a continued grid
+study goes on with the points it has not run.
 
 Imported only when a sweep instantiates the sweeper: optuna is optional, and slow to import.
 """
@@ -14,12 +28,21 @@ Imported only when a sweep instantiates the sweeper: optuna is optional, and slo
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import optuna
+from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from optuna.trial import FrozenTrial, TrialState
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from recursive_ae_gan.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -37,10 +60,15 @@ class GridSampler(optuna.samplers.GridSampler):
         """Nothing: the sweeper's trial count, the grid's size, ends the study."""
 
 
-class GridEndingSweeperImpl(OptunaSweeperImpl):
+class StudySweeperImpl(OptunaSweeperImpl):
+    """The plugin's sweeper, continuing a stored study and ending every grid study (module docstring)."""
+
     def sweep(self, arguments: list[str]) -> None:
-        """The plugin's sweep; a grid sampler (the plugin's ``partial(GridSampler)``) is built here first, from
-        the same search space and with the same trial count as the plugin would, as a :class:`GridSampler`."""
+        """The plugin's sweep, for the trials the study still lacks, with a sampler seeded for them.
+
+        A grid sampler (the plugin's ``partial(GridSampler)``) is built here first, from the same search space
+        and with the same trial count as the plugin would, as a :class:`GridSampler`.
+        """
         sampler = self.sampler
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
             self._process_searchspace_config()
@@ -49,4 +77,53 @@ class GridEndingSweeperImpl(OptunaSweeperImpl):
             grid = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
             self.sampler = GridSampler(grid)
             self.n_trials = min(self.n_trials, math.prod(len(choices) for choices in grid.values()))
+        held = self._trials_held()
+        if held:
+            seed = self.config.hydra.sweeper.sampler.get("seed")
+            if seed is not None:
+                self.sampler = instantiate(self.config.hydra.sweeper.sampler, seed=seed + held)
+            more = max(0, self.n_trials - held)
+            trials = f"{held} trial" + ("" if held == 1 else "s")
+            log.info(
+                "study %s already holds %s of n_trials=%d: %s",
+                self.study_name,
+                trials,
+                self.n_trials,
+                f"running {more} more" if more else "nothing to run",
+            )
+            self.n_trials = more
         super().sweep(arguments)
+
+    def _trials_held(self) -> int:
+        """How many trials the stored study holds (0 for a new one), once those a killed run left RUNNING are FAIL."""
+        if self.storage is None or self.study_name is None:
+            return 0  # a study in memory, or one Optuna names anew: a new study
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+        except KeyError:  # no such study yet
+            return 0
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            job = Path(self.sweep_dir) / str(trial.number)
+            kept = f"; its job directory {job} is kept as the kill left it" if job.is_dir() else ""
+            log.warning(
+                "trial %d of study %s was left running by a run that was killed: told FAIL%s",
+                trial.number,
+                self.study_name,
+                kept,
+            )
+            study.tell(trial.number, state=TrialState.FAIL)
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+
+    def _configure_trials(
+        self, trials: list[Trial], search_space_distributions: dict[str, BaseDistribution], fixed_params: dict[str, Any]
+    ) -> Sequence[Sequence[str]]:
+        """The plugin's overrides for a batch of trials, which it launches as jobs ``self.job_idx``, ``+1``, ...:
+        set here to the trials' numbers."""
+        numbers = [trial.number for trial in trials]
+        if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+            raise UserError(
+                f"study {self.study_name} gave trials {numbers}, not consecutive numbers: another sweep is adding "
+                "trials to it; run one sweep per study at a time"
+            )
+        self.job_idx = numbers[0]
+        return super()._configure_trials(trials, search_space_distributions, fixed_params)

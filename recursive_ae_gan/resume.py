@@ -81,12 +81,16 @@ def _unbounded(max_epochs: object) -> bool:
 
 
 def differences(trained: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key=now (trained under before)`` for every compared key that differs; ``trainer.max_epochs`` may grow."""
+    """``key=now (trained under before)`` for every compared key that differs; ``trainer.max_epochs`` may grow.
+
+    A key the run was trained without that is now ``null`` or ``false`` is an option added to the project since,
+    off: it trains as before (so a new release can continue the runs of an older one).
+    """
     unset = "unset"
     lines = []
     for key in dict.fromkeys([*trained, *now]):
         before, after = trained.get(key, unset), now.get(key, unset)
-        if before == after:
+        if before == after or (before == unset and after in (None, False)):
             continue
         if key == EXTENDABLE and not _unbounded(before) and (_unbounded(after) or after > before):
             continue

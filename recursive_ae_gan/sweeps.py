@@ -7,8 +7,9 @@
 - :func:`objective` is what ``main()`` returns to a sweeper: ``optimized_metric``, a number or None.
 - :class:`SweepSummary` (``hydra.callbacks`` in ``conf/train.yaml``) reads every job's ``metrics.json``
   when a multirun ends, says how many failed, and makes the command exit 1 if any did.
-- ``hydra/sweeper=optuna`` (the ``sweep`` extra) is the plugin's sweeper with a grid study that ends even when
-  its last trial fails (``optuna_grid.py``): its config is stored below, under the plugin's name.
+- ``hydra/sweeper=optuna`` (the ``sweep`` extra) is the plugin's sweeper with studies that continue (a stored
+  study runs on to ``n_trials`` in total, trial i in job directory i) and grid studies that end even when their
+  last trial fails (``optuna_grid.py``): its config is stored below, under the plugin's name.
 
 Docs: ``docs/scaling.md``.
 """
@@ -198,11 +199,11 @@ if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper"):  # the `sweep
     Plugins.instance().register(OptunaSweeper)  # the scan may not see an editable install's hydra_plugins
 
     @dataclasses.dataclass
-    class GridEndingOptunaSweeperConf(OptunaSweeperConf):
-        """``hydra/sweeper=optuna``: the plugin's settings, for the sweeper whose grid study ends."""
+    class StudyOptunaSweeperConf(OptunaSweeperConf):
+        """``hydra/sweeper=optuna``: the plugin's settings, for the sweeper whose studies continue and grids end."""
 
         _target_: str = f"{OptunaSweeper.__module__}.{OptunaSweeper.__name__}"
 
     ConfigStore.instance().store(
-        group="hydra/sweeper", name="optuna", node=GridEndingOptunaSweeperConf, provider="recursive_ae_gan"
+        group="hydra/sweeper", name="optuna", node=StudyOptunaSweeperConf, provider="recursive_ae_gan"
     )

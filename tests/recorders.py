@@ -50,6 +50,20 @@ class KillAt(L.Callback):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SignalAt(L.Callback):
+    """Sends its own process ``signum`` (SIGUSR2, ...) as batch ``batch`` of epoch ``epoch`` ends, after its
+    optimizer step, once: it leaves ``marker`` first, so that the requeued job goes past that batch."""
+
+    def __init__(self, signum: str, epoch: int, batch: int, marker: str) -> None:
+        self.signum, self.epoch, self.batch, self.marker = signal.Signals[signum], epoch, batch, Path(marker)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch: torch.Tensor, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) != (self.epoch, self.batch) or self.marker.exists():
+            return
+        self.marker.touch()
+        os.kill(os.getpid(), self.signum)
+
+
 class CopyAt(L.Callback):
     """Copies ``source`` to ``target`` as epoch ``epoch`` starts: what a kill during that epoch leaves of it."""
 

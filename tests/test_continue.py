@@ -14,7 +14,7 @@ import torch
 from conftest import fixture_overrides, run_cli_forked
 from image_folders import write_image_folder
 
-from recursive_ae_gan.resume import Continuation, NotContinued, continuation, start
+from recursive_ae_gan.resume import Continuation, NotContinued, continuation, differences, start
 from recursive_ae_gan.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +59,15 @@ def test_other_settings_are_refused_in_one_line_and_the_directory_kept(compose_c
     assert continuation(compose_cfg("model.lr=0.01"), automatic=False) == Continuation()
     with pytest.raises(NotContinued, match="model.lr=0.01"):
         continuation(compose_cfg("model.lr=0.01"), automatic=True)
+
+
+def test_an_option_added_since_the_run_trained_continues_it_only_while_off() -> None:
+    trained = {"model.lr": 0.005, "trainer.max_epochs": 2}
+    assert differences(trained, {**trained, "data.hflip": False, "model.step_weights": None}) == []
+    assert differences(trained, {**trained, "data.hflip": True}) == ["data.hflip=True (trained under unset)"]
+    assert differences({**trained, "data.hflip": True}, trained) == ["data.hflip=unset (trained under True)"]
+    assert differences(trained, {**trained, "trainer.max_epochs": 3}) == []  # a longer run trains on
+    assert differences(trained, {**trained, "trainer.max_epochs": 1}) == ["trainer.max_epochs=1 (trained under 2)"]
 
 
 def test_a_failed_run_is_kept_unless_rerun_failed(compose_cfg, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Every command shown in README.md and docs/*.md composes, to what its words say.
 
-Each ``python -m recursive_ae_gan.<entry> ...`` and ``make train|bench|reproduce ARGS=...`` line of a code block
+Each ``python -m recursive_ae_gan.<entry> ...`` and ``make train|bench|reproduce|study ARGS=...`` line of a code block
 (continuation lines joined, comments dropped, the block's shell variables expanded, a ``-m`` sweep at its first
 values) is composed with Hydra's compose API, and then:
 
@@ -34,8 +34,15 @@ from recursive_ae_gan.config import check
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 ENTRY_CONFIGS = {"train": "train", "evaluate": "evaluate", "reconstruct": "reconstruct", "bench": "bench"}
-EXPERIMENTS = re.search(r"^EXPERIMENTS \?= (\S+)", (REPO / "Makefile").read_text(), re.M).group(1)
-MAKE_TARGETS = {"train": ("train", []), "bench": ("bench", []), "reproduce": ("train", [f"experiment={EXPERIMENTS}"])}
+MAKEFILE = (REPO / "Makefile").read_text()
+EXPERIMENTS = re.search(r"^EXPERIMENTS \?= (\S+)", MAKEFILE, re.M).group(1)
+STUDY = re.search(r"^STUDY \?= (\S+)", MAKEFILE, re.M).group(1)  # make study [STUDY=study_cifar10]
+MAKE_TARGETS = {
+    "train": ("train", []),
+    "bench": ("bench", []),
+    "reproduce": ("train", ["-m", f"experiment={EXPERIMENTS}"]),
+    "study": ("train", [f"experiment={STUDY}"]),
+}
 GAME, AE = "recursive_ae_gan.module.AdversarialAutoencoder", "recursive_ae_gan.module.RecursiveAutoencoder"
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
@@ -95,9 +102,11 @@ def commands(block: str) -> list[tuple[str, list[str]]]:
                 found.append((entry, [w for w in words[3:] if w != "..."]))
         elif words[:1] == ["make"] and len(words) > 1 and words[1] in MAKE_TARGETS:
             entry, fixed = MAKE_TARGETS[words[1]]
+            study = [w.removeprefix("STUDY=") for w in words[2:] if w.startswith("STUDY=")]  # make study STUDY=...
+            fixed = [f"experiment={study[-1]}"] if study else fixed
             args = [w.removeprefix("ARGS=") for w in words[2:] if w.startswith("ARGS=")]
             extra = [w for a in args for w in shlex.split(a) if w != "..."]
-            found.append((entry, [*(["-m"] if words[1] == "reproduce" else []), *fixed, *extra]))
+            found.append((entry, [*fixed, *extra]))
     return found
 
 

@@ -1,4 +1,5 @@
-"""``hydra/sweeper=optuna``: the Optuna plugin's sweeper, with a grid study that ends (recursive_ae_gan.optuna_grid).
+"""``hydra/sweeper=optuna``: the Optuna plugin's sweeper, with studies that continue and grid studies that end
+(recursive_ae_gan.optuna_grid).
 
 Hydra scans this module with every plugin; without the ``sweep`` extra it defines nothing.
 """
@@ -15,9 +16,9 @@ except ImportError:  # hydra-optuna-sweeper is not installed
 if PluginOptunaSweeper is not None:
 
     class OptunaSweeper(PluginOptunaSweeper):
-        """The plugin's sweeper (same config), sweeping with ``optuna_grid.GridEndingSweeperImpl``."""
+        """The plugin's sweeper (same config), sweeping with ``optuna_grid.StudySweeperImpl``."""
 
         def __init__(self, **kwargs: Any) -> None:
-            from recursive_ae_gan.optuna_grid import GridEndingSweeperImpl  # imports optuna: only when sweeping
+            from recursive_ae_gan.optuna_grid import StudySweeperImpl  # imports optuna: only when sweeping
 
-            self.sweeper = GridEndingSweeperImpl(**kwargs)
+            self.sweeper = StudySweeperImpl(**kwargs)

@@ -8,6 +8,10 @@ where a resumed epoch continues. The loaders only turn index batches into image 
 * ``BatchLoader``: a ``DataLoader`` over an in-memory tensor or, streaming, over files decoded
   in worker processes.
 
+With ``hflip`` the sampler also decides which training images are mirrored left-right (``epoch_flips``,
+a function of ``(seed, epoch)`` too), and the loaders mirror them: on the accelerator for ``DeviceBatches``,
+in the main process for ``BatchLoader``.
+
 Both loaders are *stateful* in Lightning's sense (``state_dict`` / ``load_state_dict``): Lightning
 stores their position in every checkpoint and hands it back on resume, so a run resumed from a
 checkpoint written mid-epoch continues with the next batch of the same order.
@@ -21,10 +25,28 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of epoch ``epoch``: a function of (seed, epoch) only, so resumable."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The training order of epoch ``epoch``: a function of (seed, epoch) only, so resumable."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator)
+    """The training order of epoch ``epoch``: the first draw of its stream."""
+    return torch.randperm(n, generator=epoch_generator(seed, epoch))
+
+
+def epoch_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of the ``n`` training images epoch ``epoch`` mirrors left-right (each with probability 0.5), ``(n,)``
+    bool: the draw after the order in the epoch's stream, so the order is the same with flips as without."""
+    generator = epoch_generator(seed, epoch)
+    torch.randperm(n, generator=generator)  # the order comes first (epoch_permutation)
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def mirror(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """``images`` ``(B, C, H, W)`` with those where ``flips`` ``(B,)`` is true mirrored left-right (vectorised, on
+    their device: no host sync)."""
+    return torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -51,7 +73,9 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
     r, r + N, ...). DDP needs every rank to step equally often, so when the count does not divide
     evenly the last round wraps around to the epoch's first batches (as ``DistributedSampler`` pads
     with repeated samples). Training batches are shuffled per epoch unless ``shuffle=False`` (Lightning's
-    ``overfit_batches``: the same first batches every epoch).
+    ``overfit_batches``: the same first batches every epoch). With ``hflip`` a pass also sets ``flips``, the
+    mask of mirrored images of each of its batches (:func:`epoch_flips` of the batch's images), as it draws its
+    first batch; the loaders apply them.
     Evaluation (``train=False``): images in order, cut into ``world_size`` contiguous shares
     without padding, so that every image is evaluated exactly once.
     """
@@ -65,9 +89,12 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         rank: int = 0,
         world_size: int = 1,
         train: bool | None = None,  # None: a training split when shuffled
+        hflip: bool = False,
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.train = shuffle if train is None else train
+        self.hflip = hflip
+        self.flips: list[torch.Tensor] | None = None  # this pass's masks, one per batch, with hflip
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done), from a checkpoint
@@ -96,6 +123,9 @@ class BatchIndexSampler(Sampler[torch.Tensor]):
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
             self.start = self.resume_at[1]
         self.resume_at = None
+        if self.hflip:
+            flips = epoch_flips(self.n, self.seed, self.epoch)
+            self.flips = [flips[b] for b in batches[self.start :]]
         yield from batches[self.start :]
 
     def __len__(self) -> int:
@@ -116,11 +146,11 @@ class InOrderBatches(BatchIndexSampler, SequentialSampler):
 
 
 def batch_sampler(
-    n: int, batch_size: int, train: bool, shuffle: bool, seed: int, rank: int, world_size: int
+    n: int, batch_size: int, train: bool, shuffle: bool, seed: int, rank: int, world_size: int, hflip: bool = False
 ) -> BatchIndexSampler:
     """The sampler of one split: :class:`InOrderBatches` when it does not shuffle."""
     sampler = BatchIndexSampler if shuffle else InOrderBatches
-    return sampler(n, batch_size, shuffle, seed, rank, world_size, train=train)
+    return sampler(n, batch_size, shuffle, seed, rank, world_size, train=train, hflip=hflip)
 
 
 class _Resumable:
@@ -156,9 +186,14 @@ class DeviceBatches(_Resumable):
         batches = list(self.sampler)  # drawn lazily, at the first batch (after set_epoch)
         if not batches:
             return
+        sizes = [len(b) for b in batches]
         order = torch.cat(batches).to(self.images.device)  # one host-to-device copy per epoch
-        for indices in order.split([len(b) for b in batches]):
-            yield self.images[indices]
+        if self.sampler.flips is None:
+            yield from (self.images[indices] for indices in order.split(sizes))
+            return
+        flips = torch.cat(self.sampler.flips).to(self.images.device)  # and one for the epoch's flips
+        for indices, mask in zip(order.split(sizes), flips.split(sizes), strict=True):
+            yield mirror(self.images[indices], mask)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -180,7 +215,16 @@ class BatchLoader(_Resumable, DataLoader):
     def __iter__(self) -> Iterator[torch.Tensor]:
         # A generator, so that workers start (and draw index batches) at the first batch, after set_epoch
         # and load_state_dict. Counted here, not in the sampler: workers draw ahead of what training consumed.
-        yield from self._counted(super().__iter__())
+        batches = super().__iter__()
+        yield from self._counted(self._mirrored(batches) if self.sampler.hflip else batches)
+
+    def _mirrored(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The batches with the sampler's flips applied; batches arrive in the order the sampler drew them."""
+        masks = None
+        for images in batches:
+            if masks is None:  # the sampler sets them as it draws the pass's first batch
+                masks = iter(self.sampler.flips)
+            yield mirror(images, next(masks))
 
 
 class ImageBatches(Dataset):

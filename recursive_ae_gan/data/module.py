@@ -5,7 +5,8 @@ into that tensor, not ``batch_size`` calls to ``__getitem__``; with ``on_device`
 on the GPU and batches never cross the bus. Datasets past ``max_memory_gb`` (or with
 ``in_memory=false``) stream instead: DataLoader workers decode each batch from disk. Every path
 draws its batches from the same seeded ``BatchIndexSampler``, so all give the same batches.
-Batches travel as uint8 and become floats in [0, 1] (``ToTensor``'s scaling) on the device.
+Batches travel as uint8 and become floats in [0, 1] (``ToTensor``'s scaling) on the device. With ``hflip``
+the sampler also picks, per epoch and seed, which training images are mirrored (``loaders.epoch_flips``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class ImageDataModule(L.LightningDataModule):
         seed: seeds the per-epoch shuffling of the training set.
         num_workers: DataLoader workers: 0 is fastest in memory, streaming wants several.
         on_device: keep the in-memory data on the accelerator; ``None`` means yes on a GPU.
+        hflip: mirror each training image left-right with probability 0.5, drawn anew each epoch from
+            ``(seed, epoch)`` (a resumed epoch mirrors the same images); validation and test images never.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         on_device: bool | None = None,
+        hflip: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -215,7 +219,8 @@ class ImageDataModule(L.LightningDataModule):
         # overfit_batches: Lightning trains on the first N training batches, so they must be the same every epoch
         overfit = self.trainer is not None and self.trainer.overfit_batches > 0
         train = split == "train"
-        sampler = batch_sampler(len(data), hp.batch_size, train, train and not overfit, hp.seed, rank, world_size)
+        shuffle, hflip = train and not overfit, train and hp.hflip
+        sampler = batch_sampler(len(data), hp.batch_size, train, shuffle, hp.seed, rank, world_size, hflip)
         device = self._device()
         on_device = hp.on_device if hp.on_device is not None else device.type == "cuda" and in_memory
         if on_device:

@@ -3,7 +3,7 @@
 Recursion, as in the report's section 4.3: step 0 is the plain reconstruction AE(x), step i
 feeds step i-1's image back in, AE(...AE(x)) applied i+1 times (the report's x'(i+1)).
 A model of ``recursion_depth`` k trains on steps 0..k and its loss is the sum of their
-reconstruction losses with equal weights; gradients flow through the whole chain.
+reconstruction losses (equal weights unless ``step_weights`` are given); gradients flow through the whole chain.
 AE is k = 0. The adversarial model's discriminator judges every step 0..k.
 """
 

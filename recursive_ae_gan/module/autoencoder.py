@@ -42,7 +42,7 @@ class RecursiveAutoencoder(L.LightningModule):
         net: the autoencoder's config (``conf/model/net/``); it returns logits (see ``networks``).
         image_shape: ``(C, H, W)`` of the data, which sizes the networks.
         recursion_depth: k, the last recursion step trained.
-        depth_schedule: ``sum``: every image trains steps 0..k, losses summed with equal weights;
+        depth_schedule: ``sum``: every image trains steps 0..k, losses summed (``step_weights``: weighted);
             ``cycle``: the report's section 4.3, each image trains one step, cycling 0, 1, ..,
             k through the batch (see ``losses.cycle_depths``).
         loss: ``mse`` or ``bce``; ``None`` takes the network's default (the report's: MNIST mse,
@@ -55,6 +55,9 @@ class RecursiveAutoencoder(L.LightningModule):
         divergence_check_every: read the device's divergence flag every this many training batches (and
             before validation and at each epoch end); ``None``: 1 on the CPU, 100 on a GPU. A non-finite
             loss or gradient skips its update on the device at once; the run stops when the flag is read.
+        step_weights: the training loss's weight of each step 0..k (k + 1 numbers >= 0), under either schedule;
+            ``None``: 1 each, the plain sum. The logged ``train/loss_*`` is the weighted loss that is trained;
+            ``val/loss`` and ``test/loss`` stay the plain sums, so that runs with other weights compare.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RecursiveAutoencoder(L.LightningModule):
         compile: bool = False,
         channels_last: bool = False,
         divergence_check_every: int | None = None,
+        step_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -80,6 +84,15 @@ class RecursiveAutoencoder(L.LightningModule):
         self.eval_depth = recursion_depth if eval_depth is None else eval_depth
         if self.eval_depth < recursion_depth:
             raise UserError(f"model.eval_depth={eval_depth} must be >= model.recursion_depth={recursion_depth}")
+        if step_weights is not None and len(step_weights) != recursion_depth + 1:
+            raise UserError(
+                f"model.step_weights={list(step_weights)} has {len(step_weights)} weights, but model.recursion_depth="
+                f"{recursion_depth} trains {recursion_depth + 1} steps (0..{recursion_depth}): give one per step"
+            )
+        # A buffer, so it moves to the device with the model (no copy per step); not saved: it follows the
+        # config, and checkpoints keep their keys.
+        weights = None if step_weights is None else torch.tensor(step_weights, dtype=torch.float32)
+        self.register_buffer("step_weights", weights, persistent=False)
         self.channels_last = channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -118,9 +131,15 @@ class RecursiveAutoencoder(L.LightningModule):
             return reconstruction_losses(logits, x, self.loss_name, depths)
         return reconstruction_losses(logits, x, self.loss_name)
 
+    def training_loss(self, per_step: torch.Tensor) -> torch.Tensor:
+        """The trained reconstruction loss: the steps' losses summed, weighted by ``step_weights`` if given."""
+        if self.step_weights is None:
+            return per_step.sum()
+        return (self.step_weights * per_step).sum()
+
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         per_step = self.training_losses(self.reconstruct(x), x, batch_idx)
-        loss = per_step.sum()
+        loss = self.training_loss(per_step)
         self.check_finite(loss, "training loss", batch_idx)
         self._log_reconstruction(per_step, loss)
         return loss
