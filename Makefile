@@ -36,7 +36,7 @@ reproduce: $(VENV)/.installed  ## the report's experiments as one multirun, then
 	$(BIN)/python -m recursive_ae_gan.report $(SWEEP_DIR)
 
 study: $(VENV)/.installed  ## AE, RAE, AE+GAN, RAE+GAN over seeds on one protocol, then the report (intervals, differences)
-	$(BIN)/python -m recursive_ae_gan.train experiment=$(STUDY) hydra.sweep.dir=$(STUDY_DIR) $(ARGS); \
+	$(BIN)/python -m recursive_ae_gan.train -m experiment=$(STUDY) hydra.sweep.dir=$(STUDY_DIR) $(ARGS); \
 	status=$$?; $(BIN)/python -m recursive_ae_gan.report $(STUDY_DIR) && exit $$status  # a failed job still gets its report
 
 lint: $(VENV)/.installed

@@ -41,7 +41,7 @@ MAKE_TARGETS = {
     "train": ("train", []),
     "bench": ("bench", []),
     "reproduce": ("train", ["-m", f"experiment={EXPERIMENTS}"]),
-    "study": ("train", [f"experiment={STUDY}"]),
+    "study": ("train", ["-m", f"experiment={STUDY}"]),
 }
 GAME, AE = "recursive_ae_gan.module.AdversarialAutoencoder", "recursive_ae_gan.module.RecursiveAutoencoder"
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -103,7 +103,7 @@ def commands(block: str) -> list[tuple[str, list[str]]]:
         elif words[:1] == ["make"] and len(words) > 1 and words[1] in MAKE_TARGETS:
             entry, fixed = MAKE_TARGETS[words[1]]
             study = [w.removeprefix("STUDY=") for w in words[2:] if w.startswith("STUDY=")]  # make study STUDY=...
-            fixed = [f"experiment={study[-1]}"] if study else fixed
+            fixed = ["-m", f"experiment={study[-1]}"] if study else fixed
             args = [w.removeprefix("ARGS=") for w in words[2:] if w.startswith("ARGS=")]
             extra = [w for a in args for w in shlex.split(a) if w != "..."]
             found.append((entry, [*fixed, *extra]))
