@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pickle
 import re
+import signal
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,24 @@ def describe(hparams: dict) -> str:
     )
 
 
+@contextmanager
+def interrupts_after_the_write() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends: raised inside ``torch.save``, the
+    KeyboardInterrupt turns into the zip writer's ``RuntimeError`` (a crash with a traceback, not Lightning's
+    graceful stop); raised after it, Lightning stops and the ``last.ckpt`` of the interrupt is written."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``torch.save`` checkpoints, each written with ``atomic_open`` into its own directory.
 
@@ -90,7 +112,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path, "wb") as file:
+        with interrupts_after_the_write(), atomic_open(path, "wb") as file:
             torch.save(checkpoint, file)
 
     def remove_checkpoint(self, path: _PATH) -> None:
