@@ -1,7 +1,7 @@
 """Training throughput of the framework against plain PyTorch: ``python -m recursive_ae_gan.bench``.
 
 For every dataset, autoencoder network (``bench.nets``: ``conf/model/net/`` names, the report's by default;
-``cifar10_tuned`` is the tuned recipes' net), model (ae, rae, ae_gan, rae_gan) and batch size, two paths
+``patch`` and ``mnist_tuned`` are the tuned recipes'), model (ae, rae, ae_gan, rae_gan) and batch size, two paths
 train on the same synthetic uint8 images of the dataset's shape:
 
 * framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=.. model/net=..``), built

@@ -46,6 +46,8 @@ RANGES: dict[str, Check] = {
     "recursion_depth": at_least(0),
     "eval_depth": at_least(0),
     "warmup_epochs": at_least(0),
+    "recursion_warmup_epochs": at_least(0),
+    "d_translate": at_least(0),
     "lr": POSITIVE,
     "d_lr": POSITIVE,
     "betas": each(BETA),

@@ -13,13 +13,17 @@ import lightning as L
 import pytest
 import torch
 from conftest import data_and_model
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from torch import nn
 
+from recursive_ae_gan.config import check
 from recursive_ae_gan.data import ImageDataModule
+from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.module import AdversarialAutoencoder
+from recursive_ae_gan.module.adversarial import random_translate
 
 BATCHES = 4
 
@@ -222,3 +226,77 @@ def test_configured_schedulers_are_stepped_by_hand_once_per_epoch(compose_cfg) -
     assert ae_lr == pytest.approx(model.hparams.lr / 4)  # stepped after both epochs
     assert d_lr == pytest.approx(model.hparams.d_lr / 2)  # stepped after the game's epoch only
     assert [s.scheduler.last_epoch for s in trainer.lr_scheduler_configs] == [2, 1]
+
+
+def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``image`` (C, H, W) moved down ``dy`` and right ``dx`` pixels, zeros where nothing moved in: pixel by pixel."""
+    out = torch.zeros_like(image)
+    _, h, w = image.shape
+    for row in range(h):
+        for col in range(w):
+            if 0 <= row - dy < h and 0 <= col - dx < w:
+                out[:, row, col] = image[:, row - dy, col - dx]
+    return out
+
+
+def test_random_translate_shifts_each_image_by_its_own_offset_with_a_zero_border() -> None:
+    x = torch.rand(6, 3, 5, 7, requires_grad=True)
+    torch.manual_seed(1)
+    out = random_translate(x, 2)
+    torch.manual_seed(1)
+    offsets = torch.randint(-2, 3, (2, 6)).T.tolist()  # the draw random_translate makes: dy, then dx, per image
+    assert len({tuple(o) for o in offsets}) > 1  # the images do move differently
+    for image, result, (dy, dx) in zip(x.detach(), out.detach(), offsets, strict=True):
+        torch.testing.assert_close(result, shifted(image, dy, dx), rtol=0, atol=0)
+    out.sum().backward()  # differentiable: each kept pixel passes its gradient back to where it came from
+    kept = torch.stack([shifted(torch.ones(3, 5, 7), -dy, -dx) for dy, dx in offsets])
+    torch.testing.assert_close(x.grad, kept)
+
+
+class DiscriminatorInputs(L.Callback):
+    """The batch of every training and validation step, and every image batch D was called on."""
+
+    def __init__(self, model: AdversarialAutoencoder) -> None:
+        self.batches: dict[str, torch.Tensor] = {}
+        self.d_inputs: list[tuple[str, torch.Tensor]] = []
+        self.stage = ""
+        model.discriminator.register_forward_pre_hook(lambda _, args: self.d_inputs.append((self.stage, args[0])))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.stage, self.batches["train"] = "train", batch
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.stage, self.batches["val"] = "val", batch
+
+
+def test_d_translate_moves_what_d_sees_in_training_only(compose_cfg) -> None:
+    datamodule, model, trainer_cfg = build(
+        compose_cfg, "model.warmup_epochs=0", "model.d_translate=3", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+    )  # fmt: skip
+    seen = DiscriminatorInputs(model)
+    fit(datamodule, model, trainer_cfg, [seen])
+    train_d, val_d = ([x for stage, x in seen.d_inputs if stage == s] for s in ("train", "val"))
+    real, val_real = seen.batches["train"], seen.batches["val"]
+    # Training: D's first call judges the real batch, each image shifted by at most 3 pixels, not all alike.
+    offsets = []
+    for image, judged in zip(real, train_d[0][: len(real)], strict=True):
+        matches = [
+            (dy, dx) for dy in range(-3, 4) for dx in range(-3, 4) if torch.equal(shifted(image, dy, dx), judged)
+        ]
+        assert matches, "D saw an image that is no shift of the real one"
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 1
+    # Validation: D judges the images as they are.
+    torch.testing.assert_close(val_d[0][: len(val_real)], val_real, rtol=0, atol=0)
+
+
+def test_the_game_settings_are_checked_in_one_line(compose_cfg) -> None:
+    with pytest.raises(UserError, match=r"^model.d_translate=-1: expected >= 0$"):
+        check(compose_cfg("model=rae_gan", "model.d_translate=-1"))
+    with pytest.raises(InstantiationException) as error:  # Hydra wraps it; train() prints the cause, one line
+        build(compose_cfg, "model=rae_gan", "model.warmup_epochs=1", "model.recursion_warmup_epochs=2")
+    assert str(error.value.__cause__) == (
+        "model.recursion_warmup_epochs=2 must be <= model.warmup_epochs=1: the game judges every step 0..k, so the "
+        "recursion must train before it starts"
+    )

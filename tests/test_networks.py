@@ -20,6 +20,7 @@ from recursive_ae_gan.networks import (
     ConvDiscriminator,
     MLPDiscriminator,
     MnistAutoencoder,
+    PatchAutoencoder,
     report_autoencoder,
 )
 
@@ -148,6 +149,9 @@ def test_conv_autoencoder_restores_odd_sizes_through_output_padding() -> None:
         (lambda: report_autoencoder((3, 48, 48)), ["model/net=report", "3x48x48", "model/net=conv"]),
         (lambda: ConvDiscriminator((1, 28, 28), widths=[]), ["model.discriminator.widths=[]", "1x28x28"]),
         (lambda: MLPDiscriminator((1, 28, 28), hidden=[64, 32]), ["model.discriminator.hidden=[64,32]"]),
+        (lambda: PatchAutoencoder((1, 28, 28)), ["model.net.patch=8", "1x28x28"]),
+        (lambda: PatchAutoencoder((3, 32, 32), code_channels=0), ["model.net.code_channels=0"]),
+        (lambda: PatchAutoencoder((3, 32, 32), eps=0.5), ["model.net.eps=0.5"]),
     ],
 )
 def test_settings_that_cannot_build_raise_one_line(make, names: list[str]) -> None:
@@ -165,6 +169,33 @@ def test_instantiate_wraps_the_user_error() -> None:
     with pytest.raises(InstantiationException) as error:
         build("net", "report", (3, 48, 48))
     assert isinstance(error.value.__cause__, UserError)
+
+
+# The tile autoencoder (model/net=patch)
+
+
+def test_patch_autoencoder_codes_each_tile_alone_and_returns_the_clamped_pixels_as_logits() -> None:
+    torch.manual_seed(0)
+    net = build("net", "patch", (3, 32, 32))
+    x = torch.rand(2, 3, 32, 32)
+    assert net.encoder(x).shape == (2, 64, 4, 4) and net.code_size == 64 * 4 * 4  # the report's CIFAR10 code
+    # Each tile's code is a linear map of that tile's 192 pixels alone: one matrix product per tile.
+    weight, bias = net.encoder.weight.reshape(64, -1), net.encoder.bias
+    tile = x[:, :, 8:16, 16:24].reshape(2, -1)  # tile (row 1, column 2)
+    torch.testing.assert_close(net.encoder(x)[:, :, 1, 2], tile @ weight.T + bias)
+    # The decoder pastes each code cell back as a tile of pixels; sigmoid(output) is those pixels, clamped.
+    code = net.encoder(x)
+    pixels = torch.einsum("bc,cp->bp", code[:, :, 1, 2], net.decoder.weight.reshape(64, -1))
+    pixels = pixels.reshape(2, 3, 8, 8) + net.decoder.bias.view(1, 3, 1, 1)
+    out = torch.sigmoid(net(x))
+    torch.testing.assert_close(out[:, :, 8:16, 16:24], pixels.clamp(1e-3, 1 - 1e-3))
+    assert out.min() >= 1e-3 - 1e-6 and out.max() <= 1 - 1e-3 + 1e-6
+
+
+def test_patch_autoencoder_tiles_any_divisible_size() -> None:
+    net = PatchAutoencoder((1, 28, 28), patch=7, code_channels=4)
+    x = torch.rand(1, 1, 28, 28)
+    assert net.encoder(x).shape == (1, 4, 4, 4) and net(x).shape == x.shape
 
 
 # Discriminators
@@ -230,7 +261,7 @@ def test_conv_discriminator_spectral_norm_on_every_conv_when_asked(spectral_norm
 
 def test_every_config_file_builds() -> None:
     files = {(p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name in ("net", "discriminator")}
-    nets = {("net", "report"), ("net", "conv"), ("net", "cifar10_tuned")}  # cifar10_tuned: experiment=*_tuned
+    nets = {("net", n) for n in ("report", "conv", "patch", "mnist_tuned")}  # patch, mnist_tuned: experiment=*_tuned
     assert files == nets | {("discriminator", "mlp"), ("discriminator", "conv")}
     for group, name in sorted(files):
         assert "image_shape" not in OmegaConf.load(CONF / group / f"{name}.yaml")  # the data gives it

@@ -280,3 +280,43 @@ def test_step_weights_are_checked_in_one_line(compose_cfg) -> None:
     assert str(user_error(raised.value)) == (
         "model.step_weights=[1, 1] has 2 weights, but model.recursion_depth=2 trains 3 steps (0..2): give one per step"
     )
+
+
+# Recursion warm-up (model.recursion_warmup_epochs)
+
+
+class NetCallsPerEpoch(L.Callback):
+    """Training-mode calls of the autoencoder per epoch, and its weights after each epoch."""
+
+    def __init__(self, module: L.LightningModule) -> None:
+        self.calls: dict[int, int] = {}
+        self.weights: list[dict[str, torch.Tensor]] = []
+        module.net.register_forward_hook(self.count)
+        self.module = module
+
+    def count(self, net: torch.nn.Module, args, output) -> None:
+        if net.training:
+            epoch = self.module.trainer.current_epoch
+            self.calls[epoch] = self.calls.get(epoch, 0) + 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights.append({k: v.clone() for k, v in pl_module.net.state_dict().items()})
+
+
+@pytest.mark.parametrize(("model", "plain"), [("rae", "ae"), ("rae_gan", "ae_gan")])
+def test_recursion_warmup_trains_the_plain_autoencoder_first(compose_cfg, model: str, plain: str) -> None:
+    """Epoch 0 of a depth-2 model with ``recursion_warmup_epochs=1`` is its AE's epoch 0, exactly (same weights
+    after it); epoch 1 trains steps 0..2, three passes of the net per batch."""
+    game = ["model.warmup_epochs=2"] if model == "rae_gan" else []  # the game needs the recursion trained first
+    runs = {}
+    for name, overrides in [(model, ["model.recursion_depth=2", "model.recursion_warmup_epochs=1"]), (plain, [])]:
+        datamodule, module = data_and_model(compose_cfg(f"model={name}", *game, *overrides))
+        seen = NetCallsPerEpoch(module)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=2, limit_val_batches=0,
+                            logger=False, callbacks=[seen], enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)  # fmt: skip
+        trainer.fit(module, datamodule=datamodule)
+        runs[name] = seen
+    assert runs[model].calls == {0: 2, 1: 6} and runs[plain].calls == {0: 2, 1: 2}
+    assert_equal(runs[model].weights[0], runs[plain].weights[0])
+    assert not torch.equal(runs[model].weights[1]["encoder.0.weight"], runs[plain].weights[1]["encoder.0.weight"])

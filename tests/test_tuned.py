@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from recursive_ae_gan import bench
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.networks import ConvAutoencoder
+from recursive_ae_gan.networks import ConvAutoencoder, PatchAutoencoder
 from recursive_ae_gan.train import train
 
 # tuned protocol: its faithful protocol, its dataset, the report's code (shape of one image's code).
@@ -49,6 +49,7 @@ def test_tuned_protocol_keeps_the_faithful_sizes_and_the_reports_code(name: str)
 @pytest.mark.parametrize("name", TUNED)
 def test_tuned_protocol_trains_on_the_fixtures(compose_cfg, tmp_path: Path, name: str) -> None:
     overrides = [f"experiment={name}", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "collapse_threshold=0"]
+    overrides.append("model.recursion_warmup_epochs=0")  # train every step 0..k in the one epoch
     if name.endswith("gan"):
         overrides.append("model.warmup_epochs=0")  # play the game in the one epoch
     cfg = compose_cfg(*overrides, "logger=csv")
@@ -58,17 +59,21 @@ def test_tuned_protocol_trains_on_the_fixtures(compose_cfg, tmp_path: Path, name
     assert last["global_step"] == (4 if name.endswith("gan") else 2)  # the game takes two optimizer steps a batch
 
 
-def test_bench_times_the_tuned_net_on_the_framework_and_the_plain_loop_alike() -> None:
-    """``bench.nets=[cifar10_tuned]``: the plain loop builds the tuned net too, and trains it exactly as the
-    framework does (same weights after the same batches), so its ratio compares the same work."""
+@pytest.mark.parametrize(
+    ("dataset", "net", "net_class", "code_shape"),
+    [("cifar10", "patch", PatchAutoencoder, (64, 4, 4)), ("mnist", "mnist_tuned", ConvAutoencoder, (16,))],
+)
+def test_bench_times_the_tuned_nets_on_the_framework_and_the_plain_loop_alike(
+    dataset: str, net: str, net_class: type, code_shape: tuple[int, ...]
+) -> None:
+    """``bench.nets=[patch]`` (or ``mnist_tuned``): the plain loop builds the tuned net too, and trains it exactly
+    as the framework does (same weights after the same batches), so its ratio compares the same work."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        s = bench.settings(
-            compose("bench", ["bench.quick=true", "bench.device=cpu", "bench.nets=[cifar10_tuned]"]).bench
-        )
-        cfg = bench.train_config(s, "cifar10", "ae", batch_size=8, net=s.nets[0])
-        with pytest.raises(UserError, match=r"bench.nets=\['vae'\] must list some of: .*cifar10_tuned"):
+        s = bench.settings(compose("bench", ["bench.quick=true", "bench.device=cpu", f"bench.nets=[{net}]"]).bench)
+        cfg = bench.train_config(s, dataset, "ae", batch_size=8, net=s.nets[0])
+        with pytest.raises(UserError, match=r"bench.nets=\['vae'\] must list some of: .*mnist_tuned, patch"):
             bench.settings(compose("bench", ["bench.nets=[vae]"]).bench)
     module, timed = bench.run_both(cfg, lambda plain: bench.Interleave(plain, 1, 2, 2, sync=lambda: None))
-    assert type(module.net) is type(timed.plain.net) is ConvAutoencoder
+    assert type(module.net) is type(timed.plain.net) is net_class
     torch.testing.assert_close(timed.plain.state_dict(), module.state_dict())
-    assert module.net.encoder(torch.rand(1, *SHAPES["cifar10"])).shape[1:] == (64, 4, 4)
+    assert module.net.encoder(torch.rand(1, *SHAPES[dataset])).shape[1:] == code_shape

@@ -27,6 +27,22 @@ from recursive_ae_gan.module.divergence import mean_over_ranks
 ADV_WEIGHT_BOUNDS = {"mse": (0.0, 0.1), "bce": (0.0, 1.0)}
 
 
+def random_translate(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Each image shifted by its own random (dy, dx) in [-max_shift, max_shift], the vacated border zero.
+
+    DiffAugment's translation (Zhao et al. 2020), for GANs trained on few images: D judges every image, real or
+    reconstructed, through it, and the generator's gradient flows through it too (an indexing, so
+    differentiable). What it did to the test fool rates here: docs/results.md, "Tuned recipes".
+    """
+    n, _, h, w = images.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (2, n, 1, 1), device=images.device)
+    rows = (torch.arange(h, device=images.device).view(1, h, 1) - shifts[0]).clamp(-1, h) + 1  # (n, h, 1)
+    cols = (torch.arange(w, device=images.device).view(1, 1, w) - shifts[1]).clamp(-1, w) + 1  # (n, 1, w)
+    padded = nn.functional.pad(images, (1, 1, 1, 1))  # index 0 and h + 1 (w + 1) read the zero border
+    batch = torch.arange(n, device=images.device).view(n, 1, 1)
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (n, h, w, C) -> (n, C, h, w)
+
+
 class AdversarialAutoencoder(RecursiveAutoencoder):
     """AE+GAN (k = 0) and the report's RAE+GAN (k > 0): the whole autoencoder against D.
 
@@ -53,6 +69,8 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         target_gain / adv_weight_bounds: the ``target`` controller's gain and weight range; bounds ``None``
             take the loss's measured range (``ADV_WEIGHT_BOUNDS``: a weight that suits BCE wrecks an MSE
             reconstruction).
+        d_translate: in training, D sees every image shifted by up to this many pixels (``random_translate``);
+            0: as they are. Validation and test judge the images as they are.
     """
 
     def __init__(
@@ -79,11 +97,18 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         channels_last: bool = False,
         divergence_check_every: int | None = None,
         step_weights: Sequence[float] | None = None,
+        recursion_warmup_epochs: int = 0,
+        d_translate: int = 0,
     ) -> None:
         super().__init__(
             net, image_shape, recursion_depth, depth_schedule, loss, lr, betas, scheduler, eval_depth, compile,
-            channels_last, divergence_check_every, step_weights,
+            channels_last, divergence_check_every, step_weights, recursion_warmup_epochs,
         )  # fmt: skip
+        if recursion_warmup_epochs > warmup_epochs:
+            raise UserError(
+                f"model.recursion_warmup_epochs={recursion_warmup_epochs} must be <= model.warmup_epochs="
+                f"{warmup_epochs}: the game judges every step 0..k, so the recursion must train before it starts"
+            )
         low, high = adv_weight_bounds if adv_weight_bounds is not None else ADV_WEIGHT_BOUNDS[self.loss_name]
         self.adv_weight_bounds = (low, high)
         if not 0 <= low <= adv_weight <= high:
@@ -125,7 +150,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
         opt_ae, opt_d = self.optimizers()
-        logits = self.reconstruct(x)  # (S, B, C, H, W)
+        logits = self.reconstruct(x, self.trained_depth())  # (S, B, C, H, W)
         rec_per_step = self.training_losses(logits, x, batch_idx)
         rec_loss = self.training_loss(rec_per_step)
         if self.in_warmup():
@@ -139,7 +164,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
         # Discriminator: real images against every step's detached reconstructions, one call.
         with self.toggled_optimizer(opt_d):
-            d_logits = self.discriminator(torch.cat([x, fakes.detach().flatten(0, 1)]))
+            d_logits = self.judge(torch.cat([x, fakes.detach().flatten(0, 1)]))
             real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
             d_loss = discriminator_loss(real_logits, fake_logits)
             self.check_finite(d_loss, "discriminator loss", batch_idx)
@@ -152,7 +177,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
         # Autoencoder: reconstruction plus the weighted adversarial loss, D frozen by the toggle.
         with self.toggled_optimizer(opt_ae):
-            fake_logits_for_ae = self.discriminator(fakes.flatten(0, 1)).view(steps, batch)
+            fake_logits_for_ae = self.judge(fakes.flatten(0, 1)).view(steps, batch)
             g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
             weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
             g_loss = (weights * g_per_step).mean()
@@ -177,6 +202,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         )
         self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
         self.game_batches += 1
+
+    def judge(self, images: torch.Tensor) -> torch.Tensor:
+        """D's logits in training: through ``random_translate`` when ``d_translate`` asks for it."""
+        shift = self.hparams.d_translate
+        return self.discriminator(random_translate(images, shift) if shift else images)
 
     def _step(self, optimizer, loss: torch.Tensor) -> None:
         """One manual optimizer step; the caller has toggled ``optimizer`` (freezing the other net)."""

@@ -23,6 +23,7 @@ The choices where the report is ambiguous are written down in ``report`` and ``c
 """
 
 from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvDiscriminator
+from recursive_ae_gan.networks.patch import PatchAutoencoder
 from recursive_ae_gan.networks.report import (
     Cifar10Autoencoder,
     MLPDiscriminator,
@@ -36,5 +37,6 @@ __all__ = [
     "ConvDiscriminator",
     "MLPDiscriminator",
     "MnistAutoencoder",
+    "PatchAutoencoder",
     "report_autoencoder",
 ]
