@@ -320,3 +320,8 @@ def test_recursion_warmup_trains_the_plain_autoencoder_first(compose_cfg, model:
     assert runs[model].calls == {0: 2, 1: 6} and runs[plain].calls == {0: 2, 1: 2}
     assert_equal(runs[model].weights[0], runs[plain].weights[0])
     assert not torch.equal(runs[model].weights[1]["encoder.0.weight"], runs[plain].weights[1]["encoder.0.weight"])
+
+
+def test_a_negative_recursion_warmup_is_a_one_line_error(compose_cfg) -> None:
+    with pytest.raises(UserError, match=r"^model.recursion_warmup_epochs=-1: expected >= 0$"):
+        check(compose_cfg("model=rae", "model.recursion_warmup_epochs=-1"))

@@ -5,7 +5,8 @@ its own config; the configs carry no shape (``instantiate(cfg, image_shape=shape
 not a dataset name, sizes the network.
 
 * ``report_autoencoder``: the report's MNIST (1x28x28) or CIFAR10 (3x32x32) network, picked by the
-  shape (``report``); ``ConvAutoencoder``: the CIFAR10 design for any size and width (``conv``).
+  shape (``report``); ``ConvAutoencoder``: the CIFAR10 design for any size and width (``conv``);
+  ``PatchAutoencoder``: a learnt linear code of each tile, the tuned CIFAR10 recipes' net (``patch``).
 * ``MLPDiscriminator``: the report's 4-layer MLP; ``ConvDiscriminator``: a PatchGAN stack.
 
 Contracts the training code relies on:
