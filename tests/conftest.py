@@ -24,8 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torchvision.datasets import CIFAR10
 
-from recursive_ae_gan.cli import CONF_DIR  # the configs of the installed package, editable or not
 from recursive_ae_gan.data import ImageDataModule
+from recursive_ae_gan.run.console import CONF_DIR  # the configs of the installed package, editable or not
 
 # The tests' tensors are tiny: one thread avoids oversubscribing CI's 2 cores, here and in every process the
 # tests start (the CLI's subprocesses inherit the variable): two threads per tiny model run 2-5x slower there.
@@ -144,7 +144,7 @@ def _cli_child(argv: list[str], stdout: str, stderr: str) -> None:
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
     sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
     sys.argv = ["recursive_ae_gan.train", *argv]
-    from recursive_ae_gan.train import main
+    from recursive_ae_gan.run.train import main
 
     main()  # SystemExit("error: ...") prints its message and exits 1, as in the interpreter
 

@@ -19,11 +19,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from torch import nn
 
-from recursive_ae_gan.config import check
 from recursive_ae_gan.data import ImageDataModule
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.module import AdversarialAutoencoder
-from recursive_ae_gan.module.adversarial import random_translate
+from recursive_ae_gan.models import AdversarialAutoencoder
+from recursive_ae_gan.models.adversarial import random_translate
+from recursive_ae_gan.run.config import check
 
 BATCHES = 4
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from recursive_ae_gan.atomic import atomic_open, atomic_write
-from recursive_ae_gan.checkpoints import AtomicCheckpointIO, interrupts_after_the_write
-from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.atomic import atomic_open, atomic_write
+from recursive_ae_gan.run.checkpoints import AtomicCheckpointIO, interrupts_after_the_write
+from recursive_ae_gan.run.config import check
+from recursive_ae_gan.run.train import train
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
 
@@ -95,7 +95,7 @@ def test_interrupted_checkpoint_write_keeps_last_ckpt_and_the_run_resumes(
 
 def test_trainer_plugins_are_checked_and_may_be_null(compose_cfg) -> None:
     check(compose_cfg("trainer.plugins=null"))  # Lightning's own checkpoint writer
-    bad = "trainer.plugins=[{_target_: recursive_ae_gan.checkpoints.AtomicCheckpointIO, retries: 3}]"
+    bad = "trainer.plugins=[{_target_: recursive_ae_gan.run.checkpoints.AtomicCheckpointIO, retries: 3}]"
     with pytest.raises(UserError, match=r"^trainer.plugins\[0\].retries is not an argument of .*AtomicCheckpointIO"):
         check(compose_cfg(bad))
 

@@ -18,8 +18,8 @@ from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from recursive_ae_gan import bench
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.perf import bench
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from conftest import CONF_DIR, DATASET_CLASSES, data_and_model
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.networks import Cifar10Autoencoder, MLPDiscriminator, MnistAutoencoder
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.train import train
 
 NETS = {"mnist": (MnistAutoencoder, "mse"), "cifar10": (Cifar10Autoencoder, "bce")}
 DEPTHS = {"ae": 0, "rae": 2, "ae_gan": 0, "rae_gan": 2}

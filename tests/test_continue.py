@@ -14,8 +14,8 @@ import torch
 from conftest import fixture_overrides, run_cli_forked
 from image_folders import write_image_folder
 
-from recursive_ae_gan.resume import Continuation, NotContinued, continuation, differences, start
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.continuation import Continuation, NotContinued, continuation, differences, start
+from recursive_ae_gan.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from recursive_ae_gan.losses import cycle_depths, reconstruction_losses
+from recursive_ae_gan.models.losses import cycle_depths, reconstruction_losses
 
 
 @pytest.mark.parametrize(("depth", "batch_size"), [(1, 4), (2, 16), (2, 7), (3, 5)])

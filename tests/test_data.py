@@ -14,11 +14,11 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 from torchvision.datasets import CIFAR10
 
-from recursive_ae_gan.config import check
 from recursive_ae_gan.data import BatchIndexSampler, DeviceBatches, ImageDataModule
 from recursive_ae_gan.data.sources import TorchvisionItems, open_dataset, read_all
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.module import RecursiveAutoencoder
+from recursive_ae_gan.models import RecursiveAutoencoder
+from recursive_ae_gan.run.config import check
 
 # The package's configs' pools: torchvision's training set, and its test set.
 SPLITS = {"train_split": {"train": True}, "test_split": {"train": False}}

@@ -16,7 +16,7 @@ import torch
 from test_train import run_cli
 
 from recursive_ae_gan.data import ImageDataModule
-from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 
 RECORD = "+callbacks.record._target_=tests.recorders.RecordBatches"
 COMMON = ("collapse_threshold=0", "data.batch_size=8", "data.train_size=48", "data.test_size=31")

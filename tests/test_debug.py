@@ -8,8 +8,8 @@ import pytest
 from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
 
-from recursive_ae_gan.config import check
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.config import check
+from recursive_ae_gan.run.train import train
 
 # Every model and every dataset, each at least once (the full product costs 3x the time and finds nothing more:
 # the presets set only trainer, data loading, logging and callback keys).

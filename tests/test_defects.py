@@ -26,10 +26,10 @@ from test_docs_commands import data_configs
 from test_sweeps import sweep_dir
 from test_train import assert_one_line_error
 
-from recursive_ae_gan.cli import null_groups_as_deletions
 from recursive_ae_gan.data import BatchIndexSampler
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.train import strategy_for
+from recursive_ae_gan.run.console import null_groups_as_deletions
+from recursive_ae_gan.run.train import strategy_for
 
 ONE_EPOCH = ("trainer.max_epochs=1", "collapse_threshold=0")
 RECORD = "+callbacks.record._target_=recorders.RecordBatches"  # recorders is importable in the forked child

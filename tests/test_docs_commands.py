@@ -28,8 +28,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import recursive_ae_gan.train  # noqa: F401  (registers the resolvers the launcher configs use)
-from recursive_ae_gan.config import check
+import recursive_ae_gan.run.train  # noqa: F401  (registers the resolvers the launcher configs use)
+from recursive_ae_gan.run.config import check
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -43,7 +43,7 @@ MAKE_TARGETS = {
     "reproduce": ("train", ["-m", f"experiment={EXPERIMENTS}"]),
     "study": ("train", ["-m", f"experiment={STUDY}"]),
 }
-GAME, AE = "recursive_ae_gan.module.AdversarialAutoencoder", "recursive_ae_gan.module.RecursiveAutoencoder"
+GAME, AE = "recursive_ae_gan.models.AdversarialAutoencoder", "recursive_ae_gan.models.RecursiveAutoencoder"
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 # What a group choice stands for: {key: value} it must compose to, where the command does not set the key.

@@ -16,8 +16,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from test_train import assert_one_line_error
 from torchvision.datasets import CIFAR10
 
-from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.run.config import check
 
 
 @pytest.fixture(scope="module")

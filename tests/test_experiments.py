@@ -11,7 +11,7 @@ from conftest import CONF_DIR, DATASET_CLASSES, SHAPES
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.networks import Cifar10Autoencoder, MLPDiscriminator, MnistAutoencoder
 
 # name: dataset, module class, recursion depth, loss, train / val / test sizes, epochs.

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10
 
-from recursive_ae_gan import gpu_check
 from recursive_ae_gan.data.sources import unverified
+from recursive_ae_gan.perf import gpu_check
 
 
 def test_fixture_is_cifar10_in_torchvision_format(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_ddp_command_composes_the_game_on_two_gpus(tmp_path: Path) -> None:
     assert (cfg.trainer.accelerator, cfg.trainer.strategy, cfg.trainer.devices) == ("gpu", "ddp", 2)
     assert (cfg.trainer.precision, cfg.model._target_) == (
         "bf16-mixed",
-        "recursive_ae_gan.module.AdversarialAutoencoder",
+        "recursive_ae_gan.models.AdversarialAutoencoder",
     )
     assert cfg.model.recursion_depth == 2
 

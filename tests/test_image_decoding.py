@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from recursive_ae_gan.data.module import SPLITS
-from recursive_ae_gan.reconstruct import read_images
+from recursive_ae_gan.analysis.reconstruct import read_images
+from recursive_ae_gan.data.datamodule import SPLITS
 
 SIZE = 24  # every file is SIZE x SIZE, so that convert() keeps its pixels (a multiple of JPEG's 8x8 blocks)
 TOLERANCE = 2  # mean absolute error, in 1/255

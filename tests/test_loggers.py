@@ -19,10 +19,10 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 
-from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.loggers import MAX_NAME, run_name, safe_name
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.config import check
+from recursive_ae_gan.run.loggers import MAX_NAME, run_name, safe_name
+from recursive_ae_gan.run.train import train
 
 # TensorBoard always; MLflow and W&B when their extras are installed (CI installs them: the Makefile).
 LOGGERS = ["tensorboard", *(name for name in ("mlflow", "wandb") if importlib.util.find_spec(name))]
@@ -149,7 +149,7 @@ def test_tensorboard_gets_tags_hparams_and_the_step_dashboard(logged_run) -> Non
 def test_the_config_tree_is_printed_and_saved(logged_run, compose_cfg, tmp_path: Path, capsys) -> None:
     out, _ = logged_run
     tree = (out / "config_tree.log").read_text()
-    assert tree.startswith("CONFIG") and "_target_: recursive_ae_gan.module.AdversarialAutoencoder" in tree
+    assert tree.startswith("CONFIG") and "_target_: recursive_ae_gan.models.AdversarialAutoencoder" in tree
     assert f"tags:\n{' ' * 8}- smoke" in tree and str(out) in tree  # resolved: the run directory itself
     # extras.print_config=false: neither printed nor saved (the run stops at its data, after that point).
     with pytest.raises(UserError, match="train_size"):

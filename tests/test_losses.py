@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.losses import (
+from recursive_ae_gan.models.losses import (
     discriminator_loss,
     fake_accuracies,
     fool_rates,
@@ -18,6 +17,7 @@ from recursive_ae_gan.losses import (
     report_freezes_discriminator,
     target_weights,
 )
+from recursive_ae_gan.run.config import check
 
 # Two judged steps of four fakes each; a logit of exactly 0 is D(x') = 0.5, which is not "real".
 FAKE_LOGITS = torch.tensor([[2.0, -1.0, 0.0, 3.0], [-2.0, -0.5, -4.0, 1.0]])

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from conftest import REPORT_NET, data_and_model
 
-from recursive_ae_gan.config import check
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.module import RecursiveAutoencoder
+from recursive_ae_gan.models import RecursiveAutoencoder
 from recursive_ae_gan.networks import Cifar10Autoencoder, MnistAutoencoder
+from recursive_ae_gan.run.config import check
 
 HAND_LOSSES = {"mse": F.mse_loss, "bce": F.binary_cross_entropy}
 

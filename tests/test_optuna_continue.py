@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from test_sweeps import run_sweep
 
-from recursive_ae_gan.report import write_report
+from recursive_ae_gan.analysis.report import write_report
 
 # optuna 2.10 (the newest the Hydra plugin takes) uses SQLAlchemy 1.4 APIs that 2.0 removed, and says so.
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated API features detected")
@@ -87,7 +87,7 @@ class Launcher:
 
 def sweep(tmp_path: Path, sampler: dict, x: str, n_trials: int, n_jobs: int = 1) -> Launcher:
     """One run of the sweeper on study ``s`` in ``tmp_path/study.db``, set up as Hydra sets it up."""
-    from recursive_ae_gan.optuna_grid import StudySweeperImpl
+    from recursive_ae_gan.sweeps.optuna_study import StudySweeperImpl
 
     config = DictConfig({"hydra": {"sweeper": {"sampler": sampler}, "sweep": {"dir": str(tmp_path)}}})
     sweeper = StudySweeperImpl(

@@ -19,11 +19,11 @@ from image_folders import write_image_folder
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import read_image
 
-from recursive_ae_gan import cli
+from recursive_ae_gan.analysis.reconstruct import grid_names, reconstruct
 from recursive_ae_gan.data.sources import FileItems
-from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
-from recursive_ae_gan.reconstruct import grid_names, reconstruct
-from recursive_ae_gan.train import train
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.run import console
+from recursive_ae_gan.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -90,7 +90,7 @@ def reconstruct_cfg(*overrides: str) -> DictConfig:
 # Imports only the package, in a fresh folder: no config file can be found.
 LOAD_SCRIPT = """
 import sys, torch
-from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 x = torch.load("inputs.pt")
 out = {}
 for name, cls, path in [("ae", RecursiveAutoencoder, sys.argv[1]), ("rae_gan", AdversarialAutoencoder, sys.argv[2])]:
@@ -229,9 +229,9 @@ def test_grid_names_keep_sub_folders_and_tell_same_stems_apart() -> None:
 
 
 def one_line_error(cfg: DictConfig) -> str:
-    """What the CLI does with ``cfg``: ``cli.one_line_errors`` (``main`` runs inside it) exits with status 1
+    """What the CLI does with ``cfg``: ``console.one_line_errors`` (``main`` runs inside it) exits with status 1
     and one ``error:`` line (``sys.exit(message)``), no traceback."""
-    with pytest.raises(SystemExit) as exit_info, cli.one_line_errors():
+    with pytest.raises(SystemExit) as exit_info, console.one_line_errors():
         reconstruct(cfg)
     message = exit_info.value.code
     assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message

@@ -16,9 +16,9 @@ from conftest import fixture_overrides
 from omegaconf import OmegaConf
 from scipy import stats as sp
 
-from recursive_ae_gan.plots import group_loss_curves
-from recursive_ae_gan.report import main, write_report
-from recursive_ae_gan.runs import find_runs, group_runs, loss_curves, step_curve
+from recursive_ae_gan.analysis.plots import group_loss_curves
+from recursive_ae_gan.analysis.report import main, write_report
+from recursive_ae_gan.analysis.runs import find_runs, group_runs, loss_curves, step_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import run_cli_forked
 
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.train import train
 
 JOB = "42"
 

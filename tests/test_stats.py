@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from recursive_ae_gan.stats import paired_difference, summarize, t_quantile, welch_difference
+from recursive_ae_gan.analysis.stats import paired_difference, summarize, t_quantile, welch_difference
 
 
 def test_summary_matches_a_hand_computation() -> None:

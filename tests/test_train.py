@@ -16,8 +16,8 @@ import torch
 from conftest import data_and_model, fixture_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from recursive_ae_gan.module import RecursiveAutoencoder
-from recursive_ae_gan.train import train
+from recursive_ae_gan.models import RecursiveAutoencoder
+from recursive_ae_gan.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 BATCHES = 4  # 64 fixture training images in batches of 16

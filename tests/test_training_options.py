@@ -19,12 +19,12 @@ from hydra.utils import instantiate
 from image_folders import write_image_folder
 from omegaconf import OmegaConf
 
-from recursive_ae_gan.callbacks import EMA
-from recursive_ae_gan.config import check
+from recursive_ae_gan.analysis.evaluate import evaluate
 from recursive_ae_gan.data.loaders import epoch_flips
 from recursive_ae_gan.errors import DivergedError, UserError, user_error
-from recursive_ae_gan.evaluate import evaluate
-from recursive_ae_gan.train import train
+from recursive_ae_gan.run.callbacks import EMA
+from recursive_ae_gan.run.config import check
+from recursive_ae_gan.run.train import train
 
 DECAY = 0.6  # far from 1, so that a few steps move the average well away from the weights
 

@@ -11,10 +11,10 @@ from conftest import CONF_DIR, SHAPES
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from recursive_ae_gan import bench
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.networks import ConvAutoencoder, PatchAutoencoder
-from recursive_ae_gan.train import train
+from recursive_ae_gan.perf import bench
+from recursive_ae_gan.run.train import train
 
 # tuned protocol: its faithful protocol, its dataset, the report's code (shape of one image's code).
 TUNED = {

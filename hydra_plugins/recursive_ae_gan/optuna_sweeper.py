@@ -19,6 +19,6 @@ if PluginOptunaSweeper is not None:
         """The plugin's sweeper (same config), sweeping with ``optuna_grid.StudySweeperImpl``."""
 
         def __init__(self, **kwargs: Any) -> None:
-            from recursive_ae_gan.optuna_grid import StudySweeperImpl  # imports optuna: only when sweeping
+            from recursive_ae_gan.sweeps.optuna_study import StudySweeperImpl  # imports optuna: only when sweeping
 
             self.sweeper = StudySweeperImpl(**kwargs)

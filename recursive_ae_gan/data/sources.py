@@ -43,8 +43,8 @@ from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as F
 
-from recursive_ae_gan.cli import first_line
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.run.console import first_line
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ The choices where the report is ambiguous are written down in ``report`` and ``c
 """
 
 from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvDiscriminator
-from recursive_ae_gan.networks.patch import PatchAutoencoder
-from recursive_ae_gan.networks.report import (
+from recursive_ae_gan.networks.paper import (
     Cifar10Autoencoder,
     MLPDiscriminator,
     MnistAutoencoder,
     report_autoencoder,
 )
+from recursive_ae_gan.networks.patch import PatchAutoencoder
 
 __all__ = [
     "Cifar10Autoencoder",

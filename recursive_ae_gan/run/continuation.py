@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from recursive_ae_gan.atomic import atomic_write
+from recursive_ae_gan.analysis.runs import IGNORED_KEYS
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.runs import IGNORED_KEYS
+from recursive_ae_gan.run.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

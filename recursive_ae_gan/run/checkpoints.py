@@ -20,9 +20,9 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from recursive_ae_gan.atomic import atomic_open, fsync_directory
-from recursive_ae_gan.cli import first_line
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.run.atomic import atomic_open, fsync_directory
+from recursive_ae_gan.run.console import first_line
 
 
 def read_checkpoint(ckpt: Path, trusted: bool = False) -> dict:

@@ -10,7 +10,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.losses import (
+from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
+from recursive_ae_gan.models.divergence import mean_over_ranks
+from recursive_ae_gan.models.losses import (
     discriminator_loss,
     fake_accuracies,
     fool_rates,
@@ -19,8 +21,6 @@ from recursive_ae_gan.losses import (
     report_freezes_discriminator,
     target_weights,
 )
-from recursive_ae_gan.module.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
-from recursive_ae_gan.module.divergence import mean_over_ranks
 
 # Measured (docs/results.md, "The game"): a cap of 1.0 took MNIST AE+GAN test MSE to 0.119 while a cap of 0.1
 # held it at 0.033; on CIFAR10's BCE the cap of 0.1 bound (fool rates 0.30) and 1.0 let every step reach ~0.57.

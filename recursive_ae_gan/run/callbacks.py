@@ -12,8 +12,8 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import nn
 from torchvision.utils import make_grid
 
-from recursive_ae_gan.loggers import log_image
-from recursive_ae_gan.module import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.run.loggers import log_image
 
 
 @torch.no_grad()

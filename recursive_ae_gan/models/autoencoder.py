@@ -12,9 +12,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from recursive_ae_gan.errors import DivergedError, UserError
-from recursive_ae_gan.losses import cycle_depths, reconstruction_losses
-from recursive_ae_gan.module.divergence import DivergenceGuard
-from recursive_ae_gan.module.metrics import step_metrics
+from recursive_ae_gan.models.divergence import DivergenceGuard
+from recursive_ae_gan.models.losses import cycle_depths, reconstruction_losses
+from recursive_ae_gan.models.metrics import step_metrics
 
 NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
 # divergence_check_every=null: read the divergence flag every batch on the CPU (a sync costs nothing there),

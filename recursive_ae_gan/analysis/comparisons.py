@@ -19,9 +19,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from recursive_ae_gan.analysis.runs import (
+    Group,
+    Run,
+    dataset_name,
+    label_overrides,
+    override_key,
+    run_seeds,
+    score_metric,
+)
+from recursive_ae_gan.analysis.stats import Difference, paired_difference, welch_difference
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.runs import Group, Run, dataset_name, label_overrides, override_key, run_seeds, score_metric
-from recursive_ae_gan.stats import Difference, paired_difference, welch_difference
 
 MODEL_NAMES = {"ae": "AE", "rae": "RAE", "ae_gan": "AE+GAN", "rae_gan": "RAE+GAN"}
 COMPARISON_COLUMNS = (

@@ -7,8 +7,8 @@ reconstruction losses (equal weights unless ``step_weights`` are given); gradien
 AE is k = 0. The adversarial model's discriminator judges every step 0..k.
 """
 
-from recursive_ae_gan.module.adversarial import AdversarialAutoencoder
-from recursive_ae_gan.module.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
-from recursive_ae_gan.module.metrics import PixelBCE, step_metrics
+from recursive_ae_gan.models.adversarial import AdversarialAutoencoder
+from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
+from recursive_ae_gan.models.metrics import PixelBCE, step_metrics
 
 __all__ = ["AdversarialAutoencoder", "NetSpec", "PixelBCE", "RecursiveAutoencoder", "adam", "build", "step_metrics"]

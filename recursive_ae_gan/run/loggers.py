@@ -33,8 +33,8 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from recursive_ae_gan.atomic import atomic_open
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.run.atomic import atomic_open
 
 MAX_NAME = 120
 # Overrides that do not change what a run computes, left out of its name (a key, or a group and everything under

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from recursive_ae_gan.atomic import atomic_open
-from recursive_ae_gan.runs import Group, dataset_name, loss_curves, step_curve
-from recursive_ae_gan.stats import summarize
+from recursive_ae_gan.analysis.runs import Group, dataset_name, loss_curves, step_curve
+from recursive_ae_gan.analysis.stats import summarize
+from recursive_ae_gan.run.atomic import atomic_open
 
 
 def _mean_and_interval(points: dict[float, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Reading runs back: statistics over seeds, comparisons, plots, tables, the report, evaluate and reconstruct."""

@@ -1,0 +1,289 @@
+"""One results table for many runs: ``python -m recursive_ae_gan.report outputs/multiruns/X``.
+
+A run is any folder under DIR (at any depth) holding ``.hydra/config.yaml``: the jobs of a sweep, or all of
+``outputs/``; ``--tag X`` (repeatable) keeps the runs tagged X (``tags=[X,...]`` when they ran). Runs that
+differ only in their seeds form one group (``runs.group_runs``; the keys it ignores are printed). Writes into DIR:
+
+- ``report.csv`` and ``report.md``: one row per group (its settings, how many runs ended how, and for the
+  score and the test metrics of step 0 and of the last trained step: the mean over its ok runs, their
+  standard deviation and the 95% Student's t interval), the course report's figures beside it;
+  ``report_runs.csv`` and report.md's "Runs" table: one row per run;
+- ``report_comparisons.csv`` and report.md's comparisons: every variant against the baseline of its dataset
+  (``--baseline model=ae``, ``comparisons``), also printed;
+- ``loss_curves.png``: training and validation loss per epoch of every group (mean and 95% band), read from
+  its runs' TensorBoard event files;
+- ``test_steps.png``: each group's test reconstruction loss against the recursion step (mean and 95% error
+  bars), from ``metrics.json``, or from ``eval.json`` where ``recursive_ae_gan.evaluate`` tested deeper steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from recursive_ae_gan.analysis.comparisons import COMPARISON_COLUMNS, Baseline, Comparison, compare
+from recursive_ae_gan.analysis.plots import plot_loss_curves, plot_test_steps
+from recursive_ae_gan.analysis.runs import (
+    IGNORED_KEYS,
+    SEED_KEYS,
+    Group,
+    Run,
+    dataset_name,
+    find_runs,
+    group_runs,
+    run_seeds,
+    run_tags,
+    score_metric,
+)
+from recursive_ae_gan.analysis.stats import summarize
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.run.atomic import atomic_open, atomic_write
+
+STEP_METRICS = ("mse", "bce", "psnr", "ssim")
+
+# The course report's test losses (Table 1, CIFAR10 BCE; section 5.1, MNIST MSE): (dataset, model, metric).
+REPORTED = {
+    ("mnist", "ae", "mse"): 0.014,
+    ("cifar10", "ae", "bce"): 0.553,
+    ("cifar10", "rae", "bce"): 0.559,
+    ("cifar10", "ae_gan", "bce"): 0.593,
+}
+
+SETTINGS = ("experiment", "dataset", "model", "depth", "train", "val", "test", "epochs", "status", "tags")
+METRICS = ("score", *(f"step0_{m}" for m in STEP_METRICS), *(f"last_{m}" for m in STEP_METRICS))
+COLUMNS = ("run", *SETTINGS, "score_name", "score", "reported", *METRICS[1:], "seed", "group")  # report_runs.csv
+GROUP_COLUMNS = (
+    "group", "runs", *SETTINGS, "n", "seeds", "score_name",
+    *(f"{m}{s}" for m in METRICS for s in ("", "_std", "_low", "_high")), "reported",
+)  # fmt: skip
+GROUPING = (
+    f"runs whose configs differ only in {', '.join(SEED_KEYS)} (the seeds) or in {', '.join(IGNORED_KEYS)} (not "
+    "what is trained) are one group"
+)
+
+REFERENCE = """\
+## The course report's figures
+
+| model | dataset | protocol | test loss |
+|---|---|---|---|
+| AE | MNIST | 3000 train / 600 test, 100 epochs | MSE 0.014 |
+| AE | CIFAR10 | 10000 train / 2000 test, 200 epochs | BCE 0.553 |
+| RAE (depth 2) | CIFAR10 | 10000 train, 150 epochs | BCE 0.559 |
+| AE+GAN | CIFAR10 | 20000 train, 20 epochs | BCE 0.593 (Table 1; section 5.3's text says 0.567) |
+
+BCE on images in [0, 1] cannot reach 0: its floor is the test pixels' own entropy, about 0.548 on CIFAR10
+test images (`python -m recursive_ae_gan.evaluate` prints the floor of a run's test set). The report's
+0.553 is thus about 0.005 above what a perfect reconstruction scores.
+"""
+
+
+@dataclass
+class Report:
+    """What ``write_report`` wrote: the rows of report.csv (groups) and report_runs.csv, the comparisons, and
+    a line for each comparison that could not be made."""
+
+    groups: list[dict]
+    runs: list[dict]
+    comparisons: list[Comparison]
+    notes: list[str]
+
+
+def table_row(run: Run, root: Path, group: str) -> dict:
+    """One row of the per-run table (``None`` where the run has no such value)."""
+    data, m = run.config.get("data", {}), run.metrics
+    model, depth = run.choices.get("model"), run.config.get("model", {}).get("recursion_depth")
+    dataset = dataset_name(run)
+    return {
+        "run": run.path.relative_to(root).as_posix(),
+        "experiment": run.choices.get("experiment"),
+        "dataset": dataset,
+        "model": model,
+        "depth": depth,
+        **{split: data.get(f"{split}_size") or "all" for split in ("train", "val", "test")},
+        "epochs": run.config.get("trainer", {}).get("max_epochs"),
+        "status": run.status,
+        "tags": ",".join(run_tags(run)) or None,
+        "score_name": m.get("score_name"),
+        "score": m.get("score"),
+        "reported": REPORTED.get((dataset, model, score_metric(run))),
+        **{f"step0_{k}": m.get(f"test/step_0/{k}") for k in STEP_METRICS},
+        **{f"last_{k}": m.get(f"test/step_{depth}/{k}") for k in STEP_METRICS},
+        "seed": run_seeds(run)[0],
+        "group": group,
+    }
+
+
+def group_row(group: Group, rows: Sequence[dict]) -> dict:
+    """One row of the group table from its runs' rows: the settings of its first run, and per metric the mean,
+    std and 95% interval over its ok runs (a group of one: the run's value, no spread)."""
+    first, ok = rows[0], [row for run, row in zip(group.runs, rows, strict=True) if run.ok]
+    tags = sorted({tag for row in rows for tag in (row["tags"] or "").split(",") if tag})
+    row = {
+        "group": group.label,
+        "runs": " ".join(r["run"] for r in rows),
+        **{key: first[key] for key in SETTINGS},
+        "status": group.status,
+        "tags": ",".join(tags) or None,
+        "n": len(ok),
+        "seeds": " ".join(str(r["seed"]) for r in ok) or None,
+        "score_name": next((r["score_name"] for r in ok), first["score_name"]),
+    }
+    for metric in METRICS:
+        values = [r[metric] for r in ok if r[metric] is not None]
+        s = summarize(values) if values else None
+        spread = s is not None and s.n > 1
+        row |= {
+            metric: s.mean if s else None,
+            f"{metric}_std": s.std if spread else None,
+            f"{metric}_low": s.low if spread else None,
+            f"{metric}_high": s.high if spread else None,
+        }
+    row["reported"] = next((r["reported"] for r in ok), first["reported"])
+    return row
+
+
+def format_value(value: object) -> str:
+    """Four significant digits for floats, empty for missing values."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_mean(row: dict, metric: str) -> str:
+    """``0.0132 ± 0.00041``: the mean ± the half-width of its 95% interval; a single value alone."""
+    if row[f"{metric}_low"] is None:
+        return format_value(row[metric])
+    return f"{row[metric]:.4g} ± {(row[f'{metric}_high'] - row[f'{metric}_low']) / 2:.2g}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table: readable in a terminal, rendered in report.md."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def _cell(row: dict, column: str) -> str:
+    if column == "95% interval":  # the score's
+        low, high = row["score_low"], row["score_high"]
+        return "" if low is None else f"[{low:.4g}, {high:.4g}]"
+    return format_mean(row, column) if column in METRICS else format_value(row[column])
+
+
+def group_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """The group table with ``columns``: a metric shows its mean ± half-width, ``95% interval`` the score's."""
+    return markdown_table(columns, [[_cell(row, c) for c in columns] for row in rows])
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae") -> Report:
+    """Write report.md, the CSV tables and the plots into ``root`` for the runs carrying every tag of ``tags``,
+    comparing each dataset's variants with the groups where ``baseline`` (``KEY=VALUE``) holds."""
+    base = Baseline.parse(baseline)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a directory; give a sweep directory or outputs/")
+    runs = find_runs(root)
+    if not runs:
+        raise UserError(f"no runs under {root}: a run is a folder holding .hydra/config.yaml")
+    runs = [run for run in runs if set(tags) <= set(run_tags(run))]
+    if not runs:
+        found = sorted({tag for run in find_runs(root) for tag in run_tags(run)})
+        raise UserError(f"no run under {root} is tagged {', '.join(tags)} (tags found: {', '.join(found) or 'none'})")
+    groups = group_runs(runs)
+    group_of = {id(run): group.label for group in groups for run in group.runs}
+    run_rows = {id(run): table_row(run, root, group_of[id(run)]) for run in runs}
+    rows = [group_row(group, [run_rows[id(run)] for run in group.runs]) for group in groups]
+    comparisons, notes = compare(groups, base)
+    _write_csv(root / "report.csv", GROUP_COLUMNS, rows)
+    _write_csv(root / "report_runs.csv", COLUMNS, list(run_rows.values()))
+    _write_csv(root / "report_comparisons.csv", COMPARISON_COLUMNS, [c.row() for c in comparisons])
+
+    shown = ("group", "dataset", "model", "depth", "epochs", "status", "score_name", "score", "95% interval",
+             "reported", *METRICS[1:])  # fmt: skip
+    sections = [
+        f"# Results: {len(runs)} runs in {len(groups)} groups under {root.resolve()}"
+        + (f", tagged {', '.join(tags)}" if tags else ""),
+        "",
+        f"Grouping: {GROUPING}.",
+        "",
+        "Each metric is the mean over the group's ok runs ± the half-width of its 95% Student's t interval",
+        "(`95% interval`: the score's); `status` counts the runs by how they ended: failed, collapsed and",
+        "missing runs are left out of the statistics. A group of one run shows that run's values. Scores are",
+        "test losses of step 0 (`score_name`); `reported` is the course report's test loss for the same",
+        "dataset, model and loss (under its protocol, below); `last_*` are the test metrics of the last",
+        "trained step (step `depth`). report.csv holds every mean, standard deviation and interval bound.",
+        "",
+        group_table(rows, shown),
+        "",
+        f"## Comparisons with the baseline ({base})",
+        "",
+        "Each variant minus its dataset's baseline on the baseline's score (a test loss: lower is better), with",
+        "the 95% interval of the difference: paired over the seeds both ran, unpaired (Welch) when they share",
+        "none. An interval above 0 is worse, below 0 better; one that holds 0 is no clear difference.",
+        "",
+        *[f"- {c.line()}" for c in comparisons],
+        *[f"- {note}" for note in notes],
+        "",
+        "## Runs",
+        "",
+        markdown_table(COLUMNS, [[format_value(row[c]) for c in COLUMNS] for row in run_rows.values()]),
+        "",
+    ]
+    if plot_loss_curves(groups, root / "loss_curves.png"):
+        sections += [
+            "## Loss curves",
+            "",
+            "Per group: the mean over its ok runs per epoch; the band is the 95% t interval of their values.",
+            "",
+            "![training and validation loss](loss_curves.png)",
+            "",
+        ]
+    if plot_test_steps(groups, root / "test_steps.png"):
+        sections += [
+            "## Test loss per recursion step",
+            "",
+            "Per group: the mean over its ok runs, with the 95% t interval as error bars. Steps beyond a run's",
+            "depth come from `eval.json` (`python -m recursive_ae_gan.evaluate`).",
+            "",
+            "![test loss per recursion step](test_steps.png)",
+            "",
+        ]
+    sections.append(REFERENCE)
+    atomic_write(root / "report.md", "\n".join(sections))
+    return Report(rows, list(run_rows.values()), comparisons, notes)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: write the report of DIR, print its short table; bad input is one ``error:`` line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m recursive_ae_gan.report")
+    parser.add_argument("dir", type=Path, help="a sweep directory, or outputs/ as a whole")
+    parser.add_argument("--tag", action="append", default=[], help="only the runs with this tag (repeatable: all)")
+    parser.add_argument(
+        "--baseline", default="model=ae", help="KEY=VALUE: the groups the others are compared with (default: model=ae)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = write_report(args.dir, args.tag, args.baseline)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(f"grouping: {GROUPING}")
+    print(
+        group_table(
+            report.groups, ("group", "dataset", "model", "status", "score_name", "score", "95% interval", "reported")
+        )
+    )
+    for line in [c.line() for c in report.comparisons] + report.notes:
+        print(line)
+    print(f"wrote {args.dir / 'report.md'}, report.csv, report_runs.csv, report_comparisons.csv and plots")

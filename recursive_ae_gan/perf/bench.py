@@ -1,0 +1,482 @@
+"""Training throughput of the framework against plain PyTorch: ``python -m recursive_ae_gan.bench``.
+
+For every dataset, autoencoder network (``bench.nets``: ``conf/model/net/`` names, the report's by default;
+``patch`` and ``mnist_tuned`` are the tuned recipes'), model (ae, rae, ae_gan, rae_gan) and batch size, two paths
+train on the same synthetic uint8 images of the dataset's shape:
+
+* framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=.. model/net=..``), built
+  as training builds it (``instantiate(cfg.model, image_shape=...)`` from the data's image shape) and
+  fitted by a real ``lightning.Trainer`` (no logger, checkpoints, progress bar or validation) over
+  the real ``ImageDataModule`` loaders;
+* plain: ``PlainLoop``, the same networks (the autoencoder built from the same config, ``MLPDiscriminator(shape,
+  hidden)``), losses, fused Adam, recursion and D/AE alternation in a bare loop that can be resumed
+  for any number of batches.
+
+Why interleaved: the load of other processes drifts over seconds, so two runs timed one after the
+other compare two different machines. Here both paths run in one process, in lockstep over the same
+batches: the fit's ``Interleave`` callback counts the framework's batches, and after each window of
+``window_images`` images it times the plain loop's next window of the same batches right there
+(``PlainLoop.train``), with a device sync at every boundary. So the windows alternate framework,
+plain, framework, plain, ... A row's ratio is the median of the pair ratios (each framework window
+against the plain window right after it), printed with their interquartile range; a burst of load
+spoils a pair or two, not the median. The throughputs are the median windows of each path.
+
+On the CPU the clock is this process's CPU time (``bench.clock=process``) and torch runs one thread: a
+window then does not count the time other processes hold the core, and two threads do not wait on each
+other's descheduled partner; on a GPU it is the wall clock. Both paths first train ``warmup_steps``
+untimed batches (compilation, cuDNN autotuning). Rows are
+printed with the peak memory of the row (both paths live at once), written to ``<out_dir>/<time>.csv``,
+and the last line is ``min ratio: X``, the smallest median. Results and the GPU fast path:
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import logging
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from itertools import count
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra import compose
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recursive_ae_gan.data import ImageDataModule, epoch_permutation
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.models.adversarial import ADV_WEIGHT_BOUNDS
+from recursive_ae_gan.models.autoencoder import build
+from recursive_ae_gan.models.losses import (
+    discriminator_loss,
+    fool_rates,
+    generator_losses,
+    reconstruction_losses,
+    target_weights,
+)
+from recursive_ae_gan.networks import MLPDiscriminator
+from recursive_ae_gan.run import console
+
+# The benchmarked datasets (conf/data/<name>.yaml) and their image shapes (C, H, W), which size the networks.
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NETS_DIR = Path(console.CONF_DIR, "model", "net")  # bench.nets names a file here
+MODELS = ("ae", "rae", "ae_gan", "rae_gan")
+PRECISIONS = ("32-true", "bf16-mixed")
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+# What a null setting means on each device: the GPU rows are the fast path (docs/benchmarks.md).
+DEVICE_DEFAULTS = {
+    "cuda": {
+        "batch_sizes": [64, 256, 1024],
+        "warmup_steps": 30,
+        "window_images": 16384,
+        "precision": "bf16-mixed",
+        "compile": True,
+        "channels_last": True,
+        "threads": None,
+        "clock": "wall",
+    },
+    "cpu": {
+        "batch_sizes": [64, 256],
+        "warmup_steps": 3,
+        "window_images": 512,
+        "precision": "32-true",
+        "compile": False,
+        "channels_last": False,
+        "threads": 1,  # two threads beside another busy process wait on each other: see docs/benchmarks.md
+        "clock": "process",  # this process's CPU time: blind to the time other processes take the core
+    },
+}
+# bench.quick=true: a smoke run of every row in seconds, for the test suite.
+QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 2, "window_images": 8}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``conf/bench.yaml``'s ``bench`` node with the device defaults and ``quick`` applied."""
+
+    datasets: list[str]
+    nets: list[str]
+    models: list[str]
+    depth: int
+    batch_sizes: list[int]
+    num_images: int
+    warmup_steps: int
+    windows: int
+    window_images: int
+    device: torch.device
+    precision: str
+    compile: bool
+    channels_last: bool
+    threads: int | None
+    clock: str
+    seed: int
+    out_dir: Path
+
+
+def settings(bench: DictConfig) -> Settings:
+    """Fill in the nulls for the device, apply ``quick``, and reject what cannot be measured."""
+    values = OmegaConf.to_container(bench, resolve=True)
+    device = values["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in DEVICE_DEFAULTS:
+        raise UserError(f"bench.device={device!r} is not one of: cuda, cpu, null")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("bench.device=cuda but torch sees no GPU; leave bench.device=null to use the CPU")
+    values |= {k: v for k, v in DEVICE_DEFAULTS[device].items() if values[k] is None}
+    if values["threads"] is not None and values["threads"] < 0:
+        raise UserError(f"bench.threads must be 0 (torch's default) or more, got {values['threads']}")
+    values["threads"] = values["threads"] or None  # None: torch's default
+    if values.pop("quick"):
+        values |= QUICK
+    nets = sorted(path.stem for path in NETS_DIR.glob("*.yaml"))
+    for name, choices in [("datasets", SHAPES), ("nets", nets), ("models", MODELS)]:
+        if not values[name] or not set(values[name]) <= set(choices):
+            raise UserError(f"bench.{name}={values[name]} must list some of: {', '.join(choices)}")
+    if values["clock"] not in CLOCKS:
+        raise UserError(f"bench.clock={values['clock']!r} is not one of: {', '.join(CLOCKS)}")
+    if values["clock"] == "process" and device == "cuda":
+        raise UserError("bench.clock=process counts CPU time, not the GPU's work: use bench.clock=wall on cuda")
+    if values["precision"] not in PRECISIONS:
+        raise UserError(f"bench.precision={values['precision']!r} is not one of: {', '.join(PRECISIONS)}")
+    for name in ("depth", "num_images", "warmup_steps", "window_images"):
+        if values[name] < 1:
+            raise UserError(f"bench.{name} must be at least 1, got {values[name]}")
+    if values["windows"] < 2:
+        raise UserError(f"bench.windows must be at least 2 (a spread needs two pairs), got {values['windows']}")
+    if not values["batch_sizes"] or min(values["batch_sizes"]) < 1:
+        raise UserError(f"bench.batch_sizes={values['batch_sizes']} must list sizes of at least 1")
+    if any(values["num_images"] % size for size in values["batch_sizes"]):
+        raise UserError(  # a short last batch would be timed as a full one
+            f"bench.num_images={values['num_images']} must be a multiple of every batch size {values['batch_sizes']}"
+        )
+    return Settings(**values | {"device": torch.device(device), "out_dir": Path(values["out_dir"])})
+
+
+def synthetic_images(shape: Sequence[int], n: int, seed: int) -> torch.Tensor:
+    """``n`` random uint8 images of ``shape`` ``(C, H, W)``: ``(n, C, H, W)``; the speed needs no real data."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=generator)
+
+
+class SyntheticImageDataModule(ImageDataModule):
+    """``ImageDataModule`` (its loaders, on-device path and uint8 -> float step) over synthetic images of
+    the dataset's ``image_shape`` (C, H, W)."""
+
+    def __init__(self, num_images: int, image_shape: Sequence[int], **kwargs) -> None:
+        super().__init__(**kwargs)  # its save_hyperparameters() keeps num_images and image_shape in hparams too
+
+    def prepare_data(self) -> None:
+        """Nothing to download."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            hp = self.hparams
+            images = synthetic_images(hp.image_shape, hp.num_images, hp.seed)
+            # The training images; "val" only gives the image shape to the model (validation is off).
+            self.splits = {"train": images, "val": images[:1]}
+
+
+def pair_ratios(framework_s: Sequence[float], plain_s: Sequence[float]) -> list[float]:
+    """framework / plain throughput of each pair of windows: the same images, so plain's time over framework's."""
+    return [plain / framework for framework, plain in zip(framework_s, plain_s, strict=True)]
+
+
+def median_and_quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile), the quartiles interpolated as numpy's default does."""
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q2, q1, q3
+
+
+class PlainLoop:
+    """The same training in a bare loop, what a skilled engineer writes without a framework.
+
+    Same networks, initial weights, batches (order included), losses, fused Adam, recursion and
+    D/AE alternation as the framework (balance policy ``target``, the config's default), so that
+    ``state_dict()`` matches the LightningModule's after the same batches. ``train(n)`` trains the
+    next ``n`` batches, so the bench can run it in windows between the framework's.
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        m, data = cfg.model, cfg.data
+        self.adversarial = "discriminator" in m
+        if self.adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator:
+            raise UserError("the plain loop builds the report's discriminator: model/discriminator=mlp")
+        self.m, self.shape = m, tuple(data.image_shape)
+        self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+        torch.manual_seed(cfg.seed)  # as the framework's model: the weights are seeded right before it is built
+        self.net = build(m.net, self.shape).to(self.device)  # any autoencoder config: the report's or a tuned one
+        if m.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.loss_name = m.loss or self.net.default_loss
+        self.opt_ae = torch.optim.Adam(self.net.parameters(), lr=m.lr, betas=tuple(m.betas), fused=True)
+        self.modules = {"net": self.net}
+        if self.adversarial:
+            self.disc = self.modules["discriminator"] = MLPDiscriminator(self.shape, m.discriminator.hidden)
+            self.disc.to(self.device)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=m.d_lr, betas=tuple(m.d_betas), fused=True)
+            self.adv_weights = torch.full((m.recursion_depth + 1,), float(m.adv_weight), device=self.device)
+        if m.compile:
+            for module in self.modules.values():
+                module.compile()
+        bf16 = cfg.trainer.precision == "bf16-mixed"
+        self.autocast = torch.autocast(self.device.type, torch.bfloat16) if bf16 else nullcontext()
+        self.images = synthetic_images(self.shape, data.num_images, data.seed).to(self.device)
+        self.batches = self._batches(data.batch_size, data.seed)
+
+    def _batches(self, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+        """The datamodule's batches, epoch after epoch: float in [0, 1] on the device."""
+        for epoch in count():
+            order = epoch_permutation(len(self.images), seed, epoch).to(self.device)
+            for indices in order.split(batch_size):
+                x = self.images[indices].float().div_(255)
+                yield x.contiguous(memory_format=torch.channels_last) if self.m.channels_last else x
+
+    def train(self, batches: int) -> None:
+        """Train the next ``batches`` batches."""
+        for _, x in zip(range(batches), self.batches, strict=False):
+            with self.autocast:
+                self.step(x)
+
+    def step(self, x: torch.Tensor) -> None:
+        m = self.m
+        logits = recurse(self.net, x, m.recursion_depth)  # (S, B, C, H, W)
+        loss = reconstruction_losses(logits, x, self.loss_name).sum()
+        if self.adversarial:
+            fakes = torch.sigmoid(logits)
+            steps, batch = fakes.shape[:2]
+            d_logits = self.disc(torch.cat([x, fakes.detach().flatten(0, 1)]))  # real and every step's fakes
+            fake_logits = d_logits[batch:].view(steps, batch)
+            rates = fool_rates(fake_logits.detach())
+            self.opt_d.zero_grad(set_to_none=True)
+            discriminator_loss(d_logits[:batch], fake_logits).backward()
+            self.opt_d.step()
+            self.disc.requires_grad_(False)  # the autoencoder's step needs no gradients for D's weights
+            g_per_step = generator_losses(self.disc(fakes.flatten(0, 1)).view(steps, batch), m.adv_loss)
+            loss = loss + (self.adv_weights * g_per_step).mean()
+        self.opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_ae.step()
+        if self.adversarial:
+            self.disc.requires_grad_(True)
+            low, high = m.adv_weight_bounds or ADV_WEIGHT_BOUNDS[self.loss_name]
+            self.adv_weights = target_weights(self.adv_weights, rates, m.target_gain, low, high)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Keyed as the LightningModule's ``state_dict()``."""
+        state = {f"{name}.{k}": v for name, module in self.modules.items() for k, v in module.state_dict().items()}
+        return state | ({"adv_weights": self.adv_weights} if self.adversarial else {})
+
+
+class Interleave(L.Callback):
+    """Times the fit's batches in windows of ``steps`` and, after each, the plain loop's next window of as many.
+
+    First ``warmup`` batches of each path untimed; then ``windows`` pairs, after which the fit stops.
+    ``framework_s`` and ``plain_s`` are the windows' seconds, pair by pair.
+    """
+
+    def __init__(
+        self,
+        plain: PlainLoop,
+        warmup: int,
+        windows: int,
+        steps: int,
+        sync: Callable[[], None],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.plain, self.warmup, self.windows, self.steps, self.sync, self.clock = (
+            plain, warmup, windows, steps, sync, clock
+        )  # fmt: skip
+        self.batches = 0
+        self.framework_s: list[float] = []
+        self.plain_s: list[float] = []
+        self.start = 0.0
+
+    def stamp(self) -> float:
+        self.sync()  # the GPU runs ahead of Python: time what it finished, not what was queued
+        return self.clock()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.batches += 1
+        timed = self.batches - self.warmup
+        if timed == 0:
+            self.plain.train(self.warmup)
+            self.start = self.stamp()
+        elif timed > 0 and timed % self.steps == 0:
+            middle = self.stamp()
+            self.plain.train(self.steps)
+            end = self.stamp()
+            self.framework_s.append(middle - self.start)
+            self.plain_s.append(end - middle)
+            self.start = end
+            trainer.should_stop = len(self.plain_s) == self.windows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: median throughputs, the median pair ratio and its quartiles."""
+
+    dataset: str
+    model: str
+    net: str
+    depth: int
+    batch: int
+    framework_img_s: float
+    plain_img_s: float
+    ratio: float
+    ratio_q1: float
+    ratio_q3: float
+    peak_mib: float
+
+
+def train_config(s: Settings, dataset: str, model: str, batch_size: int, net: str = "report") -> DictConfig:
+    """``conf/train.yaml`` composed for one row (Hydra must be initialised on ``conf/``)."""
+    depth = s.depth if model.startswith("rae") else 0
+    overrides = [
+        f"data={dataset}",
+        f"model={model}",
+        f"model/net={net}",
+        f"model.recursion_depth={depth}",
+        f"model.compile={s.compile}",
+        f"model.channels_last={s.channels_last}",
+        f"data._target_={SyntheticImageDataModule.__module__}.{SyntheticImageDataModule.__qualname__}",
+        f"+data.num_images={s.num_images}",
+        f"+data.image_shape=[{','.join(map(str, SHAPES[dataset]))}]",
+        f"data.batch_size={batch_size}",
+        f"seed={s.seed}",
+        f"paths.output_dir={s.out_dir}",
+        f"trainer.accelerator={'gpu' if s.device.type == 'cuda' else 'cpu'}",
+        f"trainer.precision={s.precision}",
+        "trainer.max_epochs=-1",  # Interleave stops the fit
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_checkpointing=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
+    if model.endswith("gan"):
+        overrides.append("model.warmup_epochs=0")  # time the game, not the reconstruction-only warm-up
+    return compose(config_name="train", overrides=overrides)
+
+
+def run_both(cfg: DictConfig, timer: Callable[[PlainLoop], Interleave]) -> tuple[L.LightningModule, Interleave]:
+    """Fit the composed LightningModule with a real Trainer, the plain loop interleaved by ``timer(plain)``."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    torch.manual_seed(cfg.seed)  # as train(): the weights are seeded right before the model is built
+    model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
+    interleave = timer(PlainLoop(cfg))
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[interleave])
+    trainer.fit(model, datamodule=datamodule)
+    return model, interleave
+
+
+def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
+    """Logits of steps 0..depth, each step fed the previous one's image: ``(depth + 1, B, C, H, W)``."""
+    steps = []
+    for _ in range(depth + 1):
+        logits = net(x)
+        steps.append(logits)
+        x = torch.sigmoid(logits)
+    return torch.stack(steps)
+
+
+def measure_row(s: Settings, dataset: str, net: str, model: str, cfg: DictConfig) -> Row:
+    """Both paths interleaved over one fit; the row's medians, quartiles and peak memory."""
+    batch_size = cfg.data.batch_size
+    cuda = s.device.type == "cuda"
+    if cuda:
+        gc.collect()  # the previous row's Trainer and modules sit in reference cycles, holding GPU memory
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(s.device)
+    if s.compile:  # every row compiles afresh: a row never runs eager for hitting dynamo's recompilation limit
+        torch._dynamo.reset()
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    steps = max(1, s.window_images // batch_size)
+    _, timed = run_both(cfg, lambda plain: Interleave(plain, s.warmup_steps, s.windows, steps, sync, CLOCKS[s.clock]))
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(s.device) / 2**20
+    else:  # the process's peak so far (Linux reports KiB): it cannot be reset per row
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ratio, q1, q3 = median_and_quartiles(pair_ratios(timed.framework_s, timed.plain_s))
+    framework, plain = (
+        statistics.median(steps * batch_size / t for t in times) for times in (timed.framework_s, timed.plain_s)
+    )
+    return Row(dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain, ratio, q1, q3, peak)
+
+
+def measure_rows(s: Settings) -> list[Row]:
+    """Time every row; print each as it ends."""
+    print(
+        f"{'dataset':8} {'model':8} {'net':13} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
+        f"{'ratio':>6} {'IQR':>6} {'peak MiB':>9}",
+        flush=True,
+    )
+    rows = []
+    for dataset in s.datasets:
+        for net in s.nets:
+            for model in s.models:
+                for batch_size in s.batch_sizes:
+                    row = measure_row(s, dataset, net, model, train_config(s, dataset, model, batch_size, net))
+                    rows.append(row)
+                    print(
+                        f"{dataset:8} {model:8} {net:13} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
+                        f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_q3 - row.ratio_q1:>6.3f} "
+                        f"{row.peak_mib:>9,.0f}",
+                        flush=True,
+                    )
+    return rows
+
+
+def write_csv(rows: list[Row], s: Settings, threads: int) -> Path:
+    """``<out_dir>/<time>.csv``: one line per row, with the device, precision, threads and clock."""
+    s.out_dir.mkdir(parents=True, exist_ok=True)
+    path = s.out_dir / f"{datetime.now():%Y-%m-%d_%H-%M-%S_%f}.csv"
+    setup = {"device": str(s.device), "precision": s.precision, "threads": threads, "clock": s.clock}
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*setup, *asdict(rows[0])])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(setup | {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(row).items()})
+    return path
+
+
+def benchmark(cfg: DictConfig) -> list[Row]:
+    """Measure, print and write every row of ``cfg.bench``; Hydra must be initialised on ``conf/``."""
+    s = settings(cfg.bench)
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads or default_threads)
+    try:
+        print(
+            f"device {s.device} ({torch.cuda.get_device_name(s.device) if s.device.type == 'cuda' else 'cpu'}), "
+            f"torch {torch.__version__}, lightning {L.__version__}, precision {s.precision}, "
+            f"compile {s.compile}, channels_last {s.channels_last}, threads {torch.get_num_threads()}, clock {s.clock}"
+        )
+        rows = measure_rows(s)
+    finally:  # an in-process caller (the tests) keeps its own thread count
+        torch.set_num_threads(default_threads)
+    path = write_csv(rows, s, threads=s.threads or default_threads)
+    print(f"wrote {path}")
+    print(f"min ratio: {min(r.ratio for r in rows):.3f}")
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path=console.CONF_DIR, config_name="bench")
+def hydra_main(cfg: DictConfig) -> None:
+    """Hydra's task: measure every row."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available" banner per row
+    with console.one_line_errors():  # here, not only around Hydra, which would add a line of its own
+        benchmark(cfg)
+
+
+def main() -> None:
+    """``python -m recursive_ae_gan.bench``: bad settings end in one ``error:`` line."""
+    console.run(hydra_main)

@@ -1,0 +1,160 @@
+"""Train, then test, one model: ``python -m recursive_ae_gan.train model=rae_gan data=cifar10``.
+
+Composes ``conf/train.yaml``, checks it (``config.check``), instantiates the datamodule, callbacks,
+loggers and trainer, loads the data (its image shape sizes the networks), builds the model, fits,
+tests the final weights, and writes ``metrics.json`` into the run directory (rank 0 only).
+Sweeps: ``python -m recursive_ae_gan.train -m data=mnist,cifar10 model=ae,rae model.recursion_depth=0,1,2``.
+The same command again (same ``hydra.sweep.dir``; one run: ``ckpt_path=auto``) continues it (``resume.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig
+
+from recursive_ae_gan.errors import CollapsedRunError, RunFailed, user_error
+from recursive_ae_gan.models import AdversarialAutoencoder
+from recursive_ae_gan.run import console
+from recursive_ae_gan.run.atomic import atomic_write
+from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
+from recursive_ae_gan.run.config import check
+from recursive_ae_gan.run.continuation import NotContinued, continuation, start
+from recursive_ae_gan.run.loggers import check_installed, print_config_tree, record_result, record_tags
+from recursive_ae_gan.sweeps.jobs import objective, pin_job_to_gpu
+
+log = logging.getLogger(__name__)
+
+
+def write_metrics(cfg: DictConfig, result: dict) -> None:
+    atomic_write(Path(cfg.paths.output_dir, "metrics.json"), json.dumps(result, indent=2) + "\n")
+
+
+DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning's, each with a _find_unused_... twin
+
+
+def several_processes(devices: object, num_nodes: int) -> bool:
+    """Whether ``Trainer(devices=..., num_nodes=...)`` asks for more than one process (``auto``/-1: not known)."""
+    if num_nodes > 1:
+        return True
+    if isinstance(devices, str):
+        devices = devices.split(",") if "," in devices else int(devices) if devices.isdigit() else 1
+    return devices > 1 if isinstance(devices, int) else len(devices) > 1  # a number, or a list of device indices
+
+
+def strategy_for(cfg: DictConfig) -> object:
+    """``trainer.strategy``, but DDP with ``find_unused_parameters`` for the game.
+
+    Each of the game's two steps leaves the other network without gradients, which plain DDP (Lightning's
+    ``ddp``, and what ``auto`` picks for several devices) stops at with "parameters that were not used in
+    producing the loss"; Lightning's ``*_find_unused_parameters_true`` strategies are the same DDP allowing it.
+    """
+    strategy, trainer = cfg.trainer.strategy, cfg.trainer
+    if not issubclass(get_class(cfg.model._target_), AdversarialAutoencoder):
+        return strategy
+    if strategy == "auto" and several_processes(trainer.devices, trainer.num_nodes):
+        strategy = "ddp"  # what Lightning's auto chooses for several processes outside a notebook
+    if strategy not in DDP_STRATEGIES:
+        return strategy
+    strategy = f"{strategy}_find_unused_parameters_true"
+    rank_zero_info(f"trainer.strategy={strategy}: each step of the game leaves one of its networks unused")
+    return strategy
+
+
+def train(cfg: DictConfig, automatic: bool = False) -> dict:
+    """Fit and test the configured model; returns what it writes to ``metrics.json``.
+
+    ``score`` is the headline metric: the test reconstruction loss of step 0. ``automatic``: continue what the
+    run directory holds as ``ckpt_path=auto`` does (a multirun's jobs; ``resume.py``).
+    """
+    check(cfg)  # types, ranges and unknown keys, before any data is loaded or any model built
+    check_installed(cfg.get("logger"))  # a chosen logger's client package, before anything starts
+    earlier = continuation(cfg, automatic)  # before anything is written into the run directory
+    if earlier.result is not None:  # this run finished in this directory: its stored result
+        return earlier.result
+    if cfg.extras.print_config:
+        print_config_tree(cfg, Path(cfg.paths.output_dir, "config_tree.log"))
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    strategy = strategy_for(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero:
+        record_tags(trainer.loggers, cfg.tags)
+    if trainer.local_rank == 0:  # other DDP ranks start later, in fit, and find the data in place
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    L.seed_everything(cfg.seed, workers=True)  # the weights' initialisation
+    model: L.LightningModule = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
+    ckpt_path = earlier.ckpt_path
+    if ckpt_path:  # a one-line error for a missing, unreadable or mismatched checkpoint, before fit
+        check_fits(read_checkpoint(ckpt_path), model, ckpt_path)
+    if trainer.is_global_zero:
+        start(cfg)  # from here on, a kill leaves an unfinished run that the same command continues
+
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RunFailed as err:
+        if trainer.is_global_zero:
+            write_metrics(cfg, {"status": err.status, "error": str(err), "tags": list(cfg.tags)})
+        raise
+    if not any(k.startswith("val/") for k in trainer.callback_metrics):  # resumed after its last epoch: no validation
+        trainer.validate(model, datamodule=datamodule, verbose=False)  # so validate the final weights, as it did
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # the last epoch's
+    trainer.test(model, datamodule=datamodule)  # the final weights, as the report tests them
+    tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics = dict(sorted((validated | tested).items()))
+
+    score_name = f"test/step_0/{model.loss_name}"
+    variation = metrics["test/step_0/variation"]
+    collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
+    result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name]}
+    result |= {"tags": list(cfg.tags)} | metrics
+    if trainer.is_global_zero:
+        record_result(trainer.loggers, {**datamodule.hparams, **model.hparams}, cfg.tags, result["score"])
+        write_metrics(cfg, result)
+    if collapsed:
+        raise CollapsedRunError(
+            f"the model collapsed: its test reconstructions vary {variation:.3f}x as much as the inputs "
+            f"(threshold collapse_threshold={cfg.collapse_threshold}); try a lower model.lr or another seed"
+        )
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=console.CONF_DIR, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    """Hydra's task: train; returns ``optimized_metric`` (null: ``score``) to sweepers, None for a failed job.
+
+    None, not NaN: the Optuna sweeper records a value that is not a number as a failed trial and goes on,
+    but crashes on NaN (``recursive_ae_gan/sweeps.py``, ``docs/scaling.md``).
+    """
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        with console.one_line_errors():  # here, not only around Hydra, which would add a line of its own
+            return objective(train(cfg), cfg.optimized_metric)
+    pin_job_to_gpu(HydraConfig.get())  # hydra/launcher=gpus: one GPU per job, before anything touches CUDA
+    try:
+        return objective(train(cfg, automatic=True), cfg.optimized_metric)
+    except NotContinued as err:  # refused, or failed in an earlier attempt: its directory stays as it is
+        log.error("job %s: %s", HydraConfig.get().job.num, err)
+        return None
+    except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
+        out = Path(cfg.paths.output_dir)
+        atomic_write(out / "error.log", traceback.format_exc())
+        if not isinstance(err, RunFailed):  # a collapsed or diverged run has written its own status
+            write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
+        log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
+        return None
+
+
+def main() -> None:
+    """``python -m recursive_ae_gan.train``: bad input ends as one ``error:`` line."""
+    console.run(hydra_main)
