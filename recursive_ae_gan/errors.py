@@ -28,3 +28,9 @@ def user_error(err: BaseException | None) -> UserError | None:
     while err is not None and not isinstance(err, UserError):
         err = err.__cause__
     return err
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): enough for a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -22,7 +22,7 @@ from torch import nn
 from recursive_ae_gan.data import ImageDataModule
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder
-from recursive_ae_gan.models.adversarial import random_translate
+from recursive_ae_gan.models.augment import random_translate
 from recursive_ae_gan.run.config import check
 
 BATCHES = 4

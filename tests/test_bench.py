@@ -64,7 +64,7 @@ def test_quick_run_prints_every_row_and_writes_the_csv(
 def test_plain_loop_trains_exactly_like_the_framework(hydra_conf: None, dataset: str, model: str) -> None:
     """Same weights after the same batches, interleaved in one fit as the bench runs them: the ratio compares
     the same work."""
-    s = bench.settings(compose("bench", ["bench.quick=true", "bench.device=cpu"]).bench)
+    s = bench.plan(compose("bench", ["bench.quick=true", "bench.device=cpu"]).bench)
     cfg = bench.train_config(s, dataset, model, batch_size=8)
     torch.manual_seed(cfg.seed)
     initial = instantiate(cfg.model, image_shape=list(bench.SHAPES[dataset])).state_dict()
@@ -139,7 +139,7 @@ def test_pair_ratios_median_and_interquartile_range_by_hand() -> None:
 def test_bad_settings_are_rejected(hydra_conf: None, override: str, message: str) -> None:
     """Each bad override, on the CPU's defaults (batch sizes 64 and 256)."""
     with pytest.raises(UserError) as err:
-        bench.settings(compose("bench", ["bench.device=cpu", override]).bench)
+        bench.plan(compose("bench", ["bench.device=cpu", override]).bench)
     assert str(err.value) == message
 
 

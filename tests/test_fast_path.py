@@ -19,8 +19,7 @@ from test_divergence import HostReads
 from torch.utils.data import DataLoader
 
 from recursive_ae_gan.data import DeviceBatches
-
-MODELS = ("ae", "rae", "ae_gan", "rae_gan")
+from recursive_ae_gan.models import VARIANTS
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -53,7 +52,7 @@ def _first_conv(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
-@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("model_name", VARIANTS)
 def test_bf16_cpu_training_step_is_finite(
     compose_cfg: Callable[..., DictConfig], dataset: str, model_name: str
 ) -> None:

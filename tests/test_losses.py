@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.models.balance import report_freezes_discriminator, target_weights
 from recursive_ae_gan.models.losses import (
     discriminator_loss,
     fake_accuracies,
@@ -14,8 +15,6 @@ from recursive_ae_gan.models.losses import (
     generator_losses,
     real_accuracy,
     reconstruction_losses,
-    report_freezes_discriminator,
-    target_weights,
 )
 from recursive_ae_gan.run.config import check
 

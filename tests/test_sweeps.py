@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.sweeps.jobs import gpu_for_job, job_statuses, objective, pin_to_gpu, summary, visible_gpus
+from recursive_ae_gan.sweeps.gpus import gpu_for_job, pin_to_gpu, visible_gpus
+from recursive_ae_gan.sweeps.summary import job_statuses, objective, summary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -69,10 +69,10 @@ def test_bench_times_the_tuned_nets_on_the_framework_and_the_plain_loop_alike(
     """``bench.nets=[patch]`` (or ``mnist_tuned``): the plain loop builds the tuned net too, and trains it exactly
     as the framework does (same weights after the same batches), so its ratio compares the same work."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        s = bench.settings(compose("bench", ["bench.quick=true", "bench.device=cpu", f"bench.nets=[{net}]"]).bench)
+        s = bench.plan(compose("bench", ["bench.quick=true", "bench.device=cpu", f"bench.nets=[{net}]"]).bench)
         cfg = bench.train_config(s, dataset, "ae", batch_size=8, net=s.nets[0])
         with pytest.raises(UserError, match=r"bench.nets=\['vae'\] must list some of: .*mnist_tuned, patch"):
-            bench.settings(compose("bench", ["bench.nets=[vae]"]).bench)
+            bench.plan(compose("bench", ["bench.nets=[vae]"]).bench)
     module, timed = bench.run_both(cfg, lambda plain: bench.Interleave(plain, 1, 2, 2, sync=lambda: None))
     assert type(module.net) is type(timed.plain.net) is net_class
     torch.testing.assert_close(timed.plain.state_dict(), module.state_dict())

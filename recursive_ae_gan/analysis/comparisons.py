@@ -30,8 +30,8 @@ from recursive_ae_gan.analysis.runs import (
 )
 from recursive_ae_gan.analysis.stats import Difference, paired_difference, welch_difference
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.models import VARIANTS
 
-MODEL_NAMES = {"ae": "AE", "rae": "RAE", "ae_gan": "AE+GAN", "rae_gan": "RAE+GAN"}
 COMPARISON_COLUMNS = (
     "dataset", "variant", "baseline", "metric", "difference", "low", "high", "verdict",
     "paired_seeds", "variant_n", "baseline_n",
@@ -113,7 +113,7 @@ def group_name(group: Group) -> str:
     """``RAE``, or ``RAE (model.lr=0.01)`` where the group differs from others in more than its model."""
     model = group.runs[0].choices.get("model")
     extras = [o for o in group.differs if override_key(o) != "model"]
-    name = MODEL_NAMES.get(model, str(model)) + (f" ({', '.join(extras)})" if extras else "")
+    name = VARIANTS.get(model, str(model)) + (f" ({', '.join(extras)})" if extras else "")
     return name + (f" #{group.label.rpartition(' #')[2]}" if " #" in group.label else "")
 
 

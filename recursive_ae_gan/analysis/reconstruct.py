@@ -1,7 +1,7 @@
 """Reconstruct your own images, step by step: ``python -m recursive_ae_gan.reconstruct ckpt_path=CKPT input=PATH``.
 
-Rebuilds the model from the checkpoint alone (``load_from_checkpoint``: its hyperparameters hold the
-network configs), reads one image file or every image file under a folder, converts each to the
+Rebuilds the model from the checkpoint alone (``run.trained``: its hyperparameters hold the network configs),
+reads one image file or every image file under a folder, converts each to the
 model's image shape exactly as training data is converted (``data.sources.FileItems``), and runs
 ``Trainer.predict`` on steps 0..depth (default: the trained ``recursion_depth`` + 3). For each input it
 writes ``<stem>_steps.png``: the converted input, then its reconstruction at every step, in one row.
@@ -19,7 +19,6 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
@@ -27,60 +26,22 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
 from recursive_ae_gan.data.sources import IMAGE_EXTENSIONS, FileItems, image_files
-from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.errors import UserError, first_line
+from recursive_ae_gan.models import RecursiveAutoencoder
 from recursive_ae_gan.run import console
-from recursive_ae_gan.run.checkpoints import read_checkpoint
+from recursive_ae_gan.run.trained import read_trained
 
 log = logging.getLogger(__name__)
 
-EXTRA_DEPTH = 3  # default depth: this many steps past the trained recursion_depth, as evaluate does
-
-
-def checkpoint_hparams(ckpt: Path) -> dict:
-    """The hyperparameters of a checkpoint of this package's modules; a one-line error for any other file."""
-    hparams = read_checkpoint(ckpt).get("hyper_parameters")
-    if not (
-        isinstance(hparams, dict)
-        and isinstance(hparams.get("net"), dict)
-        and "_target_" in hparams["net"]
-        and len(hparams.get("image_shape") or ()) == 3
-    ):
-        raise UserError(
-            f"ckpt_path={ckpt} is not a checkpoint of recursive_ae_gan's models (no network config and image "
-            f"shape in its hyper_parameters); give a run's checkpoints/last.ckpt"
-        )
-    return hparams
-
-
-def model_class(hparams: dict) -> type[RecursiveAutoencoder]:
-    """The module that wrote the checkpoint: only the adversarial one has a discriminator config."""
-    return AdversarialAutoencoder if "discriminator" in hparams else RecursiveAutoencoder
-
 
 def load_model(ckpt: Path, depth: int | None) -> tuple[RecursiveAutoencoder, int]:
-    """The checkpoint's model, ready to predict steps 0..depth, and that depth."""
-    hparams = checkpoint_hparams(ckpt)
-    _, height, width = hparams["image_shape"]
+    """The checkpoint's model, ready to predict steps 0..depth (None: the default), and that depth."""
+    trained = read_trained(ckpt)
+    _, height, width = trained.image_shape
     if height != width:  # FileItems converts to squares, as data=folder does
         raise UserError(f"the model of {ckpt} was trained on {height}x{width} images; reconstruct makes square ones")
-    trained = hparams.get("recursion_depth", 0)
-    depth = trained + EXTRA_DEPTH if depth is None else depth
-    cls = model_class(hparams)
-    try:
-        model = cls.load_from_checkpoint(
-            ckpt,
-            map_location="cpu",
-            weights_only=True,
-            # The module evaluates at least the trained steps; the writer drops any past ``depth``.
-            eval_depth=max(depth, trained),
-            compile=False,  # compiling costs more than predicting a few images saves
-        )
-    except (InstantiationException, TypeError, KeyError, RuntimeError) as err:  # unknown network, arguments, weights
-        raise UserError(
-            f"cannot rebuild the model of ckpt_path={ckpt} as {cls.__name__}: {console.one_line(err)}"
-        ) from None
-    return model, depth
+    depth = trained.default_depth if depth is None else depth
+    return trained.model(depth), depth  # it evaluates at least the trained steps; the writer drops any past depth
 
 
 def input_files(path: Path, output: Path) -> tuple[list[Path], Path]:
@@ -197,7 +158,7 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
             callbacks=[GridWriter(out, names, depth)],
         )
     except (ValueError, MisconfigurationException) as err:  # an unknown or unavailable accelerator or precision
-        raise UserError(f"accelerator={cfg.accelerator} precision={cfg.precision}: {console.first_line(err)}") from None
+        raise UserError(f"accelerator={cfg.accelerator} precision={cfg.precision}: {first_line(err)}") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -28,8 +28,6 @@ from pathlib import Path
 from recursive_ae_gan.analysis.comparisons import COMPARISON_COLUMNS, Baseline, Comparison, compare
 from recursive_ae_gan.analysis.plots import plot_loss_curves, plot_test_steps
 from recursive_ae_gan.analysis.runs import (
-    IGNORED_KEYS,
-    SEED_KEYS,
     Group,
     Run,
     dataset_name,
@@ -40,10 +38,11 @@ from recursive_ae_gan.analysis.runs import (
     score_metric,
 )
 from recursive_ae_gan.analysis.stats import summarize
+from recursive_ae_gan.analysis.tables import format_value, markdown_table
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.models.metrics import REPORTED_METRICS
 from recursive_ae_gan.run.atomic import atomic_open, atomic_write
-
-STEP_METRICS = ("mse", "bce", "psnr", "ssim")
+from recursive_ae_gan.run.identity import IGNORED_KEYS, SEED_KEYS
 
 # The course report's test losses (Table 1, CIFAR10 BCE; section 5.1, MNIST MSE): (dataset, model, metric).
 REPORTED = {
@@ -54,7 +53,7 @@ REPORTED = {
 }
 
 SETTINGS = ("experiment", "dataset", "model", "depth", "train", "val", "test", "epochs", "status", "tags")
-METRICS = ("score", *(f"step0_{m}" for m in STEP_METRICS), *(f"last_{m}" for m in STEP_METRICS))
+METRICS = ("score", *(f"step0_{m}" for m in REPORTED_METRICS), *(f"last_{m}" for m in REPORTED_METRICS))
 COLUMNS = ("run", *SETTINGS, "score_name", "score", "reported", *METRICS[1:], "seed", "group")  # report_runs.csv
 GROUP_COLUMNS = (
     "group", "runs", *SETTINGS, "n", "seeds", "score_name",
@@ -82,7 +81,7 @@ test images (`python -m recursive_ae_gan.evaluate` prints the floor of a run's t
 
 
 @dataclass
-class Report:
+class Results:
     """What ``write_report`` wrote: the rows of report.csv (groups) and report_runs.csv, the comparisons, and
     a line for each comparison that could not be made."""
 
@@ -110,8 +109,8 @@ def table_row(run: Run, root: Path, group: str) -> dict:
         "score_name": m.get("score_name"),
         "score": m.get("score"),
         "reported": REPORTED.get((dataset, model, score_metric(run))),
-        **{f"step0_{k}": m.get(f"test/step_0/{k}") for k in STEP_METRICS},
-        **{f"last_{k}": m.get(f"test/step_{depth}/{k}") for k in STEP_METRICS},
+        **{f"step0_{k}": m.get(f"test/step_0/{k}") for k in REPORTED_METRICS},
+        **{f"last_{k}": m.get(f"test/step_{depth}/{k}") for k in REPORTED_METRICS},
         "seed": run_seeds(run)[0],
         "group": group,
     }
@@ -146,26 +145,11 @@ def group_row(group: Group, rows: Sequence[dict]) -> dict:
     return row
 
 
-def format_value(value: object) -> str:
-    """Four significant digits for floats, empty for missing values."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def format_mean(row: dict, metric: str) -> str:
     """``0.0132 ± 0.00041``: the mean ± the half-width of its 95% interval; a single value alone."""
     if row[f"{metric}_low"] is None:
         return format_value(row[metric])
     return f"{row[metric]:.4g} ± {(row[f'{metric}_high'] - row[f'{metric}_low']) / 2:.2g}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured markdown table: readable in a terminal, rendered in report.md."""
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def _cell(row: dict, column: str) -> str:
@@ -187,81 +171,94 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None
         writer.writerows(rows)
 
 
-def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae") -> Report:
+def select_runs(root: Path, tags: Sequence[str]) -> list[Run]:
+    """The runs under ``root`` carrying every tag of ``tags``; a one-line error when there are none."""
+    if not root.is_dir():
+        raise UserError(f"{root} is not a directory; give a sweep directory or outputs/")
+    found = find_runs(root)
+    if not found:
+        raise UserError(f"no runs under {root}: a run is a folder holding .hydra/config.yaml")
+    runs = [run for run in found if set(tags) <= set(run_tags(run))]
+    if not runs:
+        tagged = sorted({tag for run in found for tag in run_tags(run)})
+        raise UserError(f"no run under {root} is tagged {', '.join(tags)} (tags found: {', '.join(tagged) or 'none'})")
+    return runs
+
+
+def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae") -> Results:
     """Write report.md, the CSV tables and the plots into ``root`` for the runs carrying every tag of ``tags``,
     comparing each dataset's variants with the groups where ``baseline`` (``KEY=VALUE``) holds."""
     base = Baseline.parse(baseline)
-    if not root.is_dir():
-        raise UserError(f"{root} is not a directory; give a sweep directory or outputs/")
-    runs = find_runs(root)
-    if not runs:
-        raise UserError(f"no runs under {root}: a run is a folder holding .hydra/config.yaml")
-    runs = [run for run in runs if set(tags) <= set(run_tags(run))]
-    if not runs:
-        found = sorted({tag for run in find_runs(root) for tag in run_tags(run)})
-        raise UserError(f"no run under {root} is tagged {', '.join(tags)} (tags found: {', '.join(found) or 'none'})")
+    runs = select_runs(root, tags)
     groups = group_runs(runs)
     group_of = {id(run): group.label for group in groups for run in group.runs}
     run_rows = {id(run): table_row(run, root, group_of[id(run)]) for run in runs}
     rows = [group_row(group, [run_rows[id(run)] for run in group.runs]) for group in groups]
     comparisons, notes = compare(groups, base)
+    results = Results(rows, list(run_rows.values()), comparisons, notes)
     _write_csv(root / "report.csv", GROUP_COLUMNS, rows)
-    _write_csv(root / "report_runs.csv", COLUMNS, list(run_rows.values()))
+    _write_csv(root / "report_runs.csv", COLUMNS, results.runs)
     _write_csv(root / "report_comparisons.csv", COMPARISON_COLUMNS, [c.row() for c in comparisons])
+    title = f"# Results: {len(runs)} runs in {len(groups)} groups under {root.resolve()}"
+    sections = [
+        title + (f", tagged {', '.join(tags)}" if tags else ""),
+        groups_section(results),
+        comparisons_section(results, base),
+        runs_section(results),
+        *plot_sections(groups, root),
+        REFERENCE,
+    ]
+    atomic_write(root / "report.md", "\n\n".join(sections))
+    return results
 
+
+def groups_section(results: Results) -> str:
     shown = ("group", "dataset", "model", "depth", "epochs", "status", "score_name", "score", "95% interval",
              "reported", *METRICS[1:])  # fmt: skip
-    sections = [
-        f"# Results: {len(runs)} runs in {len(groups)} groups under {root.resolve()}"
-        + (f", tagged {', '.join(tags)}" if tags else ""),
-        "",
-        f"Grouping: {GROUPING}.",
-        "",
-        "Each metric is the mean over the group's ok runs ± the half-width of its 95% Student's t interval",
-        "(`95% interval`: the score's); `status` counts the runs by how they ended: failed, collapsed and",
-        "missing runs are left out of the statistics. A group of one run shows that run's values. Scores are",
-        "test losses of step 0 (`score_name`); `reported` is the course report's test loss for the same",
-        "dataset, model and loss (under its protocol, below); `last_*` are the test metrics of the last",
-        "trained step (step `depth`). report.csv holds every mean, standard deviation and interval bound.",
-        "",
-        group_table(rows, shown),
-        "",
-        f"## Comparisons with the baseline ({base})",
-        "",
-        "Each variant minus its dataset's baseline on the baseline's score (a test loss: lower is better), with",
-        "the 95% interval of the difference: paired over the seeds both ran, unpaired (Welch) when they share",
-        "none. An interval above 0 is worse, below 0 better; one that holds 0 is no clear difference.",
-        "",
-        *[f"- {c.line()}" for c in comparisons],
-        *[f"- {note}" for note in notes],
-        "",
-        "## Runs",
-        "",
-        markdown_table(COLUMNS, [[format_value(row[c]) for c in COLUMNS] for row in run_rows.values()]),
-        "",
-    ]
+    return f"""Grouping: {GROUPING}.
+
+Each metric is the mean over the group's ok runs ± the half-width of its 95% Student's t interval
+(`95% interval`: the score's); `status` counts the runs by how they ended: failed, collapsed and
+missing runs are left out of the statistics. A group of one run shows that run's values. Scores are
+test losses of step 0 (`score_name`); `reported` is the course report's test loss for the same
+dataset, model and loss (under its protocol, below); `last_*` are the test metrics of the last
+trained step (step `depth`). report.csv holds every mean, standard deviation and interval bound.
+
+{group_table(results.groups, shown)}"""
+
+
+def comparisons_section(results: Results, base: Baseline) -> str:
+    lines = [f"- {c.line()}" for c in results.comparisons] + [f"- {note}" for note in results.notes]
+    return f"""## Comparisons with the baseline ({base})
+
+Each variant minus its dataset's baseline on the baseline's score (a test loss: lower is better), with
+the 95% interval of the difference: paired over the seeds both ran, unpaired (Welch) when they share
+none. An interval above 0 is worse, below 0 better; one that holds 0 is no clear difference.
+
+""" + "\n".join(lines)
+
+
+def runs_section(results: Results) -> str:
+    return "## Runs\n\n" + markdown_table(COLUMNS, [[row[c] for c in COLUMNS] for row in results.runs])
+
+
+def plot_sections(groups: Sequence[Group], root: Path) -> list[str]:
+    """Draw the plots into ``root``; the sections that show them (none for a plot without data)."""
+    sections = []
     if plot_loss_curves(groups, root / "loss_curves.png"):
-        sections += [
-            "## Loss curves",
-            "",
-            "Per group: the mean over its ok runs per epoch; the band is the 95% t interval of their values.",
-            "",
-            "![training and validation loss](loss_curves.png)",
-            "",
-        ]
+        sections.append("""## Loss curves
+
+Per group: the mean over its ok runs per epoch; the band is the 95% t interval of their values.
+
+![training and validation loss](loss_curves.png)""")
     if plot_test_steps(groups, root / "test_steps.png"):
-        sections += [
-            "## Test loss per recursion step",
-            "",
-            "Per group: the mean over its ok runs, with the 95% t interval as error bars. Steps beyond a run's",
-            "depth come from `eval.json` (`python -m recursive_ae_gan.evaluate`).",
-            "",
-            "![test loss per recursion step](test_steps.png)",
-            "",
-        ]
-    sections.append(REFERENCE)
-    atomic_write(root / "report.md", "\n".join(sections))
-    return Report(rows, list(run_rows.values()), comparisons, notes)
+        sections.append("""## Test loss per recursion step
+
+Per group: the mean over its ok runs, with the 95% t interval as error bars. Steps beyond a run's
+depth come from `eval.json` (`python -m recursive_ae_gan.evaluate`).
+
+![test loss per recursion step](test_steps.png)""")
+    return sections
 
 
 def main(argv: Sequence[str] | None = None) -> None:

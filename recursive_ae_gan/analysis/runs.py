@@ -18,19 +18,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-LOSS_TAGS = {"train": "train/loss_epoch", "val": "val/loss"}
+from recursive_ae_gan.run.identity import SEED_KEYS, current_settings, ignored, leaves
 
-# The seeds: weights and shuffling (`seed`), the data order (`data.seed`, `${seed}` by default) and the
-# train/validation split (`data.split_seed`). Runs are paired over the values of all three.
-SEED_KEYS = ("seed", "data.seed", "data.split_seed")
-# Keys (and the subtrees under them) that do not change what a run trains: where it reads and writes, what
-# it resumes from, how it is logged and labelled, what a sweep returns, and the collapse check, which
-# judges the trained model (its runs then count as collapsed) without changing it.
-IGNORED_KEYS = (
-    "paths", "ckpt_path", "rerun_failed", "tags", "logger", "extras", "jobs_per_gpu", "optimized_metric",
-    "collapse_threshold", "data.root", "data.download", "trainer.default_root_dir", "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-)  # fmt: skip
+LOSS_TAGS = {"train": "train/loss_epoch", "val": "val/loss"}
 
 
 @dataclass
@@ -135,25 +125,11 @@ def run_seeds(run: Run) -> tuple:
     return tuple(OmegaConf.select(run.config, key, throw_on_resolution_failure=False) for key in SEED_KEYS)
 
 
-def ignored(key: str) -> bool:
-    """Whether ``key`` (dotted, or an override's key such as ``model`` or ``+x.y``) is left out of a group's key."""
-    key = key.lstrip("+~")
-    return any(key == k or key.startswith(k + ".") for k in (*SEED_KEYS, *IGNORED_KEYS))
-
-
-def _flatten(node: object, prefix: str, into: dict[str, str]) -> None:
-    if isinstance(node, dict) and node:
-        for key, value in node.items():
-            _flatten(value, f"{prefix}{key}.", into)
-    else:  # a leaf: lists compare whole; interpolations (``${seed}``) as written, the same in every run
-        into[prefix[:-1]] = json.dumps(node, sort_keys=True)
-
-
-def settings(run: Run) -> dict[str, str]:
-    """The run's composed config, flattened to ``{dotted key: JSON value}``, without the ignored keys."""
-    flat: dict[str, str] = {}
-    _flatten(OmegaConf.to_container(run.config, resolve=False), "", flat)
-    return {key: value for key, value in flat.items() if not ignored(key)}
+def setting(run: Run) -> dict[str, str]:
+    """What the run trains: its composed config flattened to ``{dotted key: JSON value}``, without the seeds and
+    the keys that do not change what is trained (``run.identity``); interpolations (``${seed}``) as written."""
+    flat = current_settings(leaves(OmegaConf.to_container(run.config, resolve=False)))
+    return {key: json.dumps(value, sort_keys=True) for key, value in flat.items() if not ignored(key, seeds=True)}
 
 
 def override_key(override: str) -> str:
@@ -163,15 +139,15 @@ def override_key(override: str) -> str:
 
 def label_overrides(run: Run) -> list[str]:
     """The run's overrides that can change what it trains (no seeds, paths, loggers, ...)."""
-    return [o for o in run.overrides if not ignored(override_key(o))]
+    return [o for o in run.overrides if not ignored(override_key(o), seeds=True)]
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """The runs grouped by ``settings`` (groups in the order of their first run), each labelled by the overrides
+    """The runs grouped by ``setting`` (groups in the order of their first run), each labelled by the overrides
     that not every group shares; a group with none is named by its model choice."""
     by_key: dict[tuple, list[Run]] = {}
     for run in runs:
-        by_key.setdefault(tuple(sorted(settings(run).items())), []).append(run)
+        by_key.setdefault(tuple(sorted(setting(run).items())), []).append(run)
     members = list(by_key.values())
     shared = set.intersection(*(set(label_overrides(m[0])) for m in members)) if members else set()
     groups, seen = [], {}

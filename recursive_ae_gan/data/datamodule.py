@@ -26,15 +26,7 @@ from recursive_ae_gan.data.loaders import (
     StreamedBatches,
     batch_sampler,
 )
-from recursive_ae_gan.data.sources import (
-    FOLDER,
-    FileItems,
-    ImageItems,
-    TorchvisionItems,
-    image_files,
-    open_dataset,
-    read_all,
-)
+from recursive_ae_gan.data.sources import FolderSource, ImageItems, TorchvisionSource, image_source, read_all
 from recursive_ae_gan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -103,31 +95,25 @@ class ImageDataModule(L.LightningDataModule):
     def _root(self) -> Path:
         return Path(self.hparams.root).expanduser().resolve()
 
-    def _items(self, split: dict | None) -> ImageItems:
+    def _source(self) -> TorchvisionSource | FolderSource:
         hp = self.hparams
-        if hp.dataset == FOLDER:
-            if hp.image_size is None or hp.channels is None:
-                raise UserError("data=folder needs data.image_size and data.channels (1 or 3)")
-            return FileItems(image_files(self._root()), str(self._root()), hp.channels, hp.image_size)
-        dataset = open_dataset(hp.dataset, self._root(), split or {}, hp.verify, download=False)
-        return TorchvisionItems(dataset, self.name, hp.channels, hp.image_size)
+        return image_source(
+            hp.dataset, root=self._root(), verify=hp.verify, train_split=hp.train_split,
+            test_split=hp.test_split, channels=hp.channels, size=hp.image_size,
+        )  # fmt: skip
 
     def prepare_data(self) -> None:
-        hp = self.hparams
         if self.prepared:  # train() prepares before the model is built, Lightning again in fit
             return
         self.prepared = True
-        if hp.download and hp.dataset != FOLDER:
-            for split in [hp.train_split] + ([hp.test_split] if hp.test_split is not None else []):
-                open_dataset(hp.dataset, self._root(), split or {}, hp.verify, download=True)
+        if self.hparams.download:
+            self._source().download()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits or self.streamed:
             return
         hp = self.hparams
-        pools = {"train": self._items(hp.train_split)}
-        if hp.dataset != FOLDER and hp.test_split is not None:
-            pools["test"] = self._items(hp.test_split)
+        pools = self._source().pools()
         in_memory = hp.in_memory if hp.in_memory is not None else self._fits(pools)
         if hp.on_device and not in_memory:
             raise UserError(

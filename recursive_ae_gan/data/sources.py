@@ -1,28 +1,9 @@
 """Where images come from: any torchvision image dataset class, or a folder of image files.
 
 Both kinds are seen through one interface, a map-style dataset of uint8 images ``(C, H, W)``
-(``ImageItems``), converted to the configured channels and size by one function
-(``convert``). The in-memory path stacks every item once; the streaming path reads items in
-DataLoader workers at batch time. Since both call the same item function, they give the
-same images.
-
-Every image file (``data=folder``, and ``reconstruct``'s inputs) and every PIL image a torchvision
-dataset returns is decoded by one function, ``to_uint8``, as a viewer shows it:
-
-- EXIF orientation applied (a phone's portrait JPEG stands upright);
-- 16-bit grayscale (modes ``I;16``, ``I;16B``, ...) scaled, not clipped: ``round(v * 255 / 65535)``.
-  PIL's 32-bit mode ``I`` is scaled from the range of the file's samples: 32-bit (``2**31 - 1``, PIL's
-  signed range) when a TIFF says so (BitsPerSample), else 16-bit (16-bit PGM / PPM open as ``I``);
-  negative values become 0. PIL itself reduces 16-bit RGB(A) PNGs to 8 bits (the high byte: within 1/255);
-- transparency (``RGBA``, ``LA``, ``PA``, a palette or a grayscale or RGB image with a transparent
-  colour) composited over white (``BACKGROUND``): a transparent pixel becomes white;
-- palette (``P``) and CMYK (``(255 - c) * (255 - k) / 255``) become RGB, bilevel (``1``) grayscale 0 or 255;
-  every other mode is converted by PIL: grayscale ones (``L``, ``LA``, floats ``F`` taken as 0..255) stay
-  one channel, the rest (``YCbCr``, ``LAB``, ``HSV``, ...) become RGB;
-- animated files (GIF, APNG, WebP): the first frame;
-- no colour management: ICC profiles are not applied.
-
-``convert`` then makes the result ``data.channels`` and ``data.image_size``.
+(``ImageItems``), decoded and converted to the configured channels and size by ``data.decoding``. The
+in-memory path stacks every item once; the streaming path reads items in DataLoader workers at batch time.
+Since both call the same item function, they give the same images.
 """
 
 from __future__ import annotations
@@ -35,63 +16,18 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms.v2 import functional as F
 
-from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.run.console import first_line
+from recursive_ae_gan.data.decoding import convert, to_uint8
+from recursive_ae_gan.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
-FOLDER = "folder"  # data.dataset value of a folder of image files
-BACKGROUND = 255  # what transparent pixels show: white
 IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")  # torchvision's ImageFolder's, and GIFs (their first frame)
-
-
-def convert(images: torch.Tensor, channels: int | None, size: int | None) -> torch.Tensor:
-    """uint8 ``(..., C, H, W)`` to ``channels`` (1 or 3) and ``size`` x ``size`` (resize the short side,
-    centre-crop); ``None`` keeps what the data has."""
-    if channels == 1 and images.shape[-3] == 3:
-        images = F.rgb_to_grayscale(images)
-    elif channels == 3 and images.shape[-3] == 1:
-        images = images.expand(*images.shape[:-3], 3, *images.shape[-2:]).contiguous()
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        images = F.center_crop(F.resize(images, size, antialias=True), [size, size])
-    return images
-
-
-def _integer_max(image: Image.Image) -> int:
-    """The value that becomes 255 in an integer image: 16-bit samples unless a TIFF says 32."""
-    if image.mode.startswith("I;16"):
-        return 2**16 - 1
-    bits = getattr(image, "tag_v2", {}).get(258, (16,))  # TIFF's BitsPerSample
-    return 2**31 - 1 if bits[0] > 16 else 2**16 - 1
-
-
-def _over_background(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(C + 1, H, W)``, alpha last, composited over ``BACKGROUND``: uint8 ``(C, H, W)``."""
-    colour, alpha = pixels[:-1].float(), pixels[-1:].float() / 255
-    return (colour * alpha + BACKGROUND * (1 - alpha)).round_().to(torch.uint8)
-
-
-def to_uint8(image: Image.Image) -> torch.Tensor:
-    """A PIL image as uint8 ``(C, H, W)``, as a viewer shows it (the module docstring says how): grayscale
-    stays 1 channel, everything else becomes RGB. Loads the image: a truncated file fails here."""
-    integer_max = _integer_max(image) if image.mode == "I" or image.mode.startswith("I;16") else None
-    image = ImageOps.exif_transpose(image)  # a copy, without the orientation tag; frame 0 of an animation
-    if integer_max is not None:
-        values = torch.from_numpy(np.asarray(image).astype(np.float64))  # any byte order, exact
-        return (values * (255 / integer_max)).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(0)
-    gray = image.mode in ("1", "L", "LA", "La", "F")
-    if image.has_transparency_data:
-        return _over_background(F.pil_to_tensor(image.convert("LA" if gray else "RGBA")))
-    target = "L" if gray else "RGB"
-    return F.pil_to_tensor(image if image.mode == target else image.convert(target))
 
 
 class ImageItems(Dataset):
@@ -288,3 +224,52 @@ def _loads(cls: type[VisionDataset], root: Path, split: dict) -> bool:
     except Exception:  # any failure: the files are not merely unverified
         return False
     return True
+
+
+class TorchvisionSource:
+    """A torchvision image dataset class (``data.dataset`` is its import path): its training pool, and its test
+    pool unless ``test_split`` is None (then the test images are held out of the training pool)."""
+
+    def __init__(self, dataset: str, root: Path, verify: bool, train_split: dict | None, test_split: dict | None,
+                 channels: int | None, size: int | None) -> None:  # fmt: skip
+        self.dataset, self.root, self.verify, self.channels, self.size = dataset, root, verify, channels, size
+        self.splits = {"train": train_split or {}} | ({"test": test_split} if test_split is not None else {})
+        self.name = dataset.rpartition(".")[2]
+
+    def download(self) -> None:
+        """Fetch what is missing (torchvision's download)."""
+        for split in self.splits.values():
+            open_dataset(self.dataset, self.root, split, self.verify, download=True)
+
+    def pools(self) -> dict[str, ImageItems]:
+        """``{"train": items, "test": items}`` (no ``test`` without a test split)."""
+        return {
+            pool: TorchvisionItems(open_dataset(self.dataset, self.root, split, self.verify, download=False),
+                                   self.name, self.channels, self.size)
+            for pool, split in self.splits.items()
+        }  # fmt: skip
+
+
+class FolderSource:
+    """``data.dataset=folder``: every image file under ``root`` (ImageFolder's layout, or flat), one pool."""
+
+    def __init__(self, dataset: str, root: Path, verify: bool, train_split: dict | None, test_split: dict | None,
+                 channels: int | None, size: int | None) -> None:  # fmt: skip
+        if size is None or channels is None:
+            raise UserError("data=folder needs data.image_size and data.channels (1 or 3)")
+        self.root, self.channels, self.size = root, channels, size
+
+    def download(self) -> None:
+        """A folder is what it is: nothing to fetch."""
+
+    def pools(self) -> dict[str, ImageItems]:
+        return {"train": FileItems(image_files(self.root), str(self.root), self.channels, self.size)}
+
+
+# data.dataset's special names; any other value is a torchvision dataset class's import path.
+DATASET_KINDS: dict[str, type[TorchvisionSource] | type[FolderSource]] = {"folder": FolderSource}
+
+
+def image_source(dataset: str, **settings: object) -> TorchvisionSource | FolderSource:
+    """The source of ``data.dataset`` (``DATASET_KINDS``, else a torchvision class), with the data's settings."""
+    return DATASET_KINDS.get(dataset, TorchvisionSource)(dataset, **settings)

@@ -10,37 +10,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.models.augment import random_translate
 from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
+from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceName, BalanceSettings
 from recursive_ae_gan.models.divergence import mean_over_ranks
-from recursive_ae_gan.models.losses import (
-    discriminator_loss,
-    fake_accuracies,
-    fool_rates,
-    generator_losses,
-    real_accuracy,
-    report_freezes_discriminator,
-    target_weights,
-)
-
-# Measured (docs/results.md, "The game"): a cap of 1.0 took MNIST AE+GAN test MSE to 0.119 while a cap of 0.1
-# held it at 0.033; on CIFAR10's BCE the cap of 0.1 bound (fool rates 0.30) and 1.0 let every step reach ~0.57.
-ADV_WEIGHT_BOUNDS = {"mse": (0.0, 0.1), "bce": (0.0, 1.0)}
-
-
-def random_translate(images: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Each image shifted by its own random (dy, dx) in [-max_shift, max_shift], the vacated border zero.
-
-    DiffAugment's translation (Zhao et al. 2020), for GANs trained on few images: D judges every image, real or
-    reconstructed, through it, and the generator's gradient flows through it too (an indexing, so
-    differentiable). What it did to the test fool rates here: docs/results.md, "Tuned recipes".
-    """
-    n, _, h, w = images.shape
-    shifts = torch.randint(-max_shift, max_shift + 1, (2, n, 1, 1), device=images.device)
-    rows = (torch.arange(h, device=images.device).view(1, h, 1) - shifts[0]).clamp(-1, h) + 1  # (n, h, 1)
-    cols = (torch.arange(w, device=images.device).view(1, 1, w) - shifts[1]).clamp(-1, w) + 1  # (n, 1, w)
-    padded = nn.functional.pad(images, (1, 1, 1, 1))  # index 0 and h + 1 (w + 1) read the zero border
-    batch = torch.arange(n, device=images.device).view(n, 1, 1)
-    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (n, h, w, C) -> (n, C, h, w)
+from recursive_ae_gan.models.losses import discriminator_loss, fool_rates, generator_losses, real_accuracy
 
 
 class AdversarialAutoencoder(RecursiveAutoencoder):
@@ -54,8 +28,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     Under DDP the ranks agree on the game's data-dependent decisions (the fool rates that steer the
     ``target`` weights, the ``report`` policy's freeze) by averaging them first (an all-reduce queued on
-    the device), so that every rank takes the same steps. The ``report`` policy's freeze is a branch on
-    the host: one host sync per batch, the only one in the game's training step.
+    the device), so that every rank takes the same steps.
 
     Args (beyond ``RecursiveAutoencoder``'s):
         discriminator: the discriminator's config (``conf/model/discriminator/``): images -> one logit each.
@@ -63,12 +36,10 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         warmup_epochs: epochs of reconstruction-only training before the game starts.
         adv_weight: weight of the adversarial loss (initial weight under ``target``).
         adv_loss: ``minimax`` (the report's ``log(1 - D(x'))``) or ``non_saturating``.
-        balance: ``alternate`` (both every batch), ``report`` (freeze D while it tells fakes
-            with more than 50% accuracy) or ``target`` (per-step weights steered to a 50%
-            fool rate).
+        balance: a policy of ``models.balance``: ``alternate`` (both every batch), ``report`` (freeze D while
+            it tells fakes with more than 50% accuracy) or ``target`` (per-step weights steered to a 50% fool rate).
         target_gain / adv_weight_bounds: the ``target`` controller's gain and weight range; bounds ``None``
-            take the loss's measured range (``ADV_WEIGHT_BOUNDS``: a weight that suits BCE wrecks an MSE
-            reconstruction).
+            take the loss's measured range (``ADV_WEIGHT_BOUNDS``).
         d_translate: in training, D sees every image shifted by up to this many pixels (``random_translate``);
             0: as they are. Validation and test judge the images as they are.
     """
@@ -88,7 +59,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         warmup_epochs: int = 5,
         adv_weight: float = 0.01,
         adv_loss: Literal["minimax", "non_saturating"] = "minimax",
-        balance: Literal["alternate", "report", "target"] = "target",
+        balance: BalanceName = "target",
         target_gain: float = 0.002,
         adv_weight_bounds: Sequence[float] | None = None,
         scheduler: dict | None = None,
@@ -101,8 +72,10 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         d_translate: int = 0,
     ) -> None:
         super().__init__(
-            net, image_shape, recursion_depth, depth_schedule, loss, lr, betas, scheduler, eval_depth, compile,
-            channels_last, divergence_check_every, step_weights, recursion_warmup_epochs,
+            net=net, image_shape=image_shape, recursion_depth=recursion_depth, depth_schedule=depth_schedule,
+            loss=loss, lr=lr, betas=betas, scheduler=scheduler, eval_depth=eval_depth, compile=compile,
+            channels_last=channels_last, divergence_check_every=divergence_check_every, step_weights=step_weights,
+            recursion_warmup_epochs=recursion_warmup_epochs,
         )  # fmt: skip
         if recursion_warmup_epochs > warmup_epochs:
             raise UserError(
@@ -110,40 +83,27 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
                 f"{warmup_epochs}: the game judges every step 0..k, so the recursion must train before it starts"
             )
         low, high = adv_weight_bounds if adv_weight_bounds is not None else ADV_WEIGHT_BOUNDS[self.loss_name]
-        self.adv_weight_bounds = (low, high)
         if not 0 <= low <= adv_weight <= high:
             raise UserError(
                 f"need 0 <= model.adv_weight_bounds[0] <= model.adv_weight <= model.adv_weight_bounds[1], "
                 f"got {low}, {adv_weight}, {high}"
             )
+        self.balance = BALANCE_POLICIES[balance](BalanceSettings(target_gain, low, high))
         self.automatic_optimization = False
         self.discriminator = build(discriminator, image_shape)
         if compile:
             self.discriminator.compile()
-        # One adversarial weight per judged step; a buffer, so checkpoints carry the controller's state.
+        # One adversarial weight per judged step; a buffer, so checkpoints carry the policy's state.
         self.register_buffer("adv_weights", torch.full((recursion_depth + 1,), float(adv_weight)))
-        steps = range(recursion_depth + 1)
-        self.game_stat_names = [
-            "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
-            *(f"train/step_{i}/fool_rate" for i in steps),
-            *(f"train/step_{i}/d_fake_mean" for i in steps),
-            *(f"train/step_{i}/adv_weight" for i in steps),
-        ]  # fmt: skip
+        self.game_stat_names = game_stat_names(recursion_depth)
         self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
         self.game_batches = 0
-        self.game_metrics = nn.ModuleDict(
-            {
-                split: nn.ModuleDict(
-                    {"d_real_acc": MeanMetric()}
-                    | {
-                        f"step_{i}/{name}": MeanMetric()
-                        for i in range(self.eval_depth + 1)
-                        for name in ("d_fake_mean", "fool_rate")
-                    }
-                )
-                for split in ("val", "test")
-            }
-        )
+        self.game_metrics = nn.ModuleDict({split: judge_metrics(self.eval_depth) for split in ("val", "test")})
+
+    @property
+    def adv_weight_bounds(self) -> tuple[float, float]:
+        """The range the balance policy keeps the adversarial weights in."""
+        return self.balance.settings.low, self.balance.settings.high
 
     def in_warmup(self) -> bool:
         return self.current_epoch < self.hparams.warmup_epochs
@@ -169,9 +129,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             d_loss = discriminator_loss(real_logits, fake_logits)
             self.check_finite(d_loss, "discriminator loss", batch_idx)
             rates = mean_over_ranks(fool_rates(fake_logits.detach()))  # every rank decides alike
-            frozen = self.hparams.balance == "report" and report_freezes_discriminator(
-                mean_over_ranks(fake_accuracies(fake_logits.detach()))
-            )
+            frozen = not self.balance.discriminator_steps(fake_logits.detach())
             if not frozen:
                 self._step(opt_d, d_loss)
 
@@ -179,13 +137,10 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         with self.toggled_optimizer(opt_ae):
             fake_logits_for_ae = self.judge(fakes.flatten(0, 1)).view(steps, batch)
             g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
-            weights = self.adv_weights if self.hparams.balance == "target" else self.hparams.adv_weight
-            g_loss = (weights * g_per_step).mean()
+            g_loss = (self.adv_weights * g_per_step).mean()
             self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx)
             self._step(opt_ae, rec_loss + g_loss)
-        if self.hparams.balance == "target":
-            low, high = self.adv_weight_bounds
-            self.adv_weights.copy_(target_weights(self.adv_weights, rates, self.hparams.target_gain, low, high))
+        self.balance.update(self.adv_weights, rates)
 
         self._log_reconstruction(rec_per_step, rec_loss + g_loss)
         # The game's statistics are summed on the device and logged as epoch means: ~20 self.log calls
@@ -197,7 +152,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
                 rates.new_full((1,), float(frozen)),  # a fill on the device, not a host-to-device copy
                 rates,
                 d_fake_mean,
-                weights if torch.is_tensor(weights) else rates.new_full((steps,), weights),
+                self.adv_weights,
             ]
         )
         self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
@@ -252,3 +207,21 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         if self.hparams.scheduler is None:
             return optimizers
         return optimizers, [self.make_scheduler(opt) for opt in optimizers]
+
+
+def game_stat_names(depth: int) -> list[str]:
+    """The game's training statistics, logged as epoch means: the losses, D's accuracy on real images, whether
+    D was frozen, and per judged step 0..depth its fool rate, mean output and adversarial weight."""
+    steps = range(depth + 1)
+    return [
+        "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
+        *(f"train/step_{i}/fool_rate" for i in steps),
+        *(f"train/step_{i}/d_fake_mean" for i in steps),
+        *(f"train/step_{i}/adv_weight" for i in steps),
+    ]  # fmt: skip
+
+
+def judge_metrics(depth: int) -> nn.ModuleDict:
+    """D's verdicts on one split: its accuracy on real images, and per step 0..depth its mean output and fool rate."""
+    per_step = {f"step_{i}/{name}": MeanMetric() for i in range(depth + 1) for name in ("d_fake_mean", "fool_rate")}
+    return nn.ModuleDict({"d_real_acc": MeanMetric()} | per_step)

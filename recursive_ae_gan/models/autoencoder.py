@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from recursive_ae_gan.errors import DivergedError, UserError
 from recursive_ae_gan.models.divergence import DivergenceGuard
 from recursive_ae_gan.models.losses import cycle_depths, reconstruction_losses
-from recursive_ae_gan.models.metrics import step_metrics
+from recursive_ae_gan.models.metrics import step_metrics, update_step_metrics
 
 NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
 # divergence_check_every=null: read the divergence flag every batch on the CPU (a sync costs nothing there),
@@ -209,15 +209,8 @@ class RecursiveAutoencoder(L.LightningModule):
         self.epoch_losses[f"{split}_loss"].update(per_step.sum(), len(x))
         self.log(f"{split}/loss", self.epoch_losses[f"{split}_loss"], prog_bar=split == "val", batch_size=len(x))
         images = torch.sigmoid(logits.float())
-        input_spread = x.std(0, unbiased=False).mean().clamp_min(1e-8)
-        for step, (step_logits, step_images, metrics) in enumerate(
-            zip(logits, images, self.metrics[split], strict=True)
-        ):
-            metrics["mse"].update(step_images, x)
-            metrics["bce"].update(step_logits, x)
-            metrics["psnr"].update(step_images, x)
-            metrics["ssim"].update(step_images, x)
-            metrics["variation"].update(step_images.std(0, unbiased=False).mean() / input_spread, len(x))
+        for step, metrics in enumerate(self.metrics[split]):
+            update_step_metrics(metrics, logits[step], images[step], x)
             for name, metric in metrics.items():
                 self.log(f"{split}/step_{step}/{name}", metric, batch_size=len(x))
         return images

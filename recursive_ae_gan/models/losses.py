@@ -1,4 +1,4 @@
-"""Reconstruction and adversarial losses, the game's statistics and the balance policies.
+"""Reconstruction and adversarial losses, and the game's statistics.
 
 Pure functions on logits, so that they are easy to test and stay safe under autocast.
 Shapes: images ``(B, C, H, W)``; per recursion step stacked as ``(S, B, C, H, W)``;
@@ -76,21 +76,3 @@ def real_accuracy(real_logits: torch.Tensor) -> torch.Tensor:
 def fake_accuracies(fake_logits: torch.Tensor) -> torch.Tensor:
     """Share of each step's reconstructions that D tells apart (D(x') < 0.5): ``(S, B)`` -> ``(S,)``."""
     return (fake_logits < 0).float().mean(-1)
-
-
-def report_freezes_discriminator(accuracies: torch.Tensor) -> bool:
-    """The report's rule: freeze D while it tells fakes with more than 50% accuracy.
-
-    ``accuracies`` are the steps' ``fake_accuracies``. Returns a Python bool, so it synchronises with the
-    device once per batch: the price of a data-dependent branch, paid only under ``balance=report``.
-    """
-    return bool(accuracies.mean() > 0.5)
-
-
-def target_weights(weights: torch.Tensor, rates: torch.Tensor, gain: float, low: float, high: float) -> torch.Tensor:
-    """One step of the ``target`` policy: move each step's adversarial weight toward a 50% fool rate.
-
-    A bounded proportional controller (in the spirit of BEGAN's k_t): a step that fools D less
-    than half of the time gets a larger weight, one that fools it more gets a smaller one.
-    """
-    return (weights + gain * (0.5 - rates)).clamp_(low, high)

@@ -1,6 +1,14 @@
-"""The metrics of every recursion step on validation and test."""
+"""The metrics of every recursion step on validation and test: one registry, ``STEP_METRICS``.
+
+The LightningModules build and log them (``val/step_i/<name>``, ``test/step_i/<name>``), ``evaluate`` prints them
+per step, ``report`` tabulates those marked ``reported``. A new metric is one entry here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -27,16 +35,40 @@ class PixelBCE(Metric):
         return (self.total / self.count).float()
 
 
+class OutputVariation(MeanMetric):
+    """The outputs' spread across images over the inputs': ~0 means the net collapsed into one constant image,
+    whatever the loss says (``collapse_threshold`` fails such a run). A batch's ratio, weighted by its size."""
+
+    def update(self, images: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        spread = target.std(0, unbiased=False).mean().clamp_min(1e-8)
+        super().update(images.std(0, unbiased=False).mean() / spread, len(target))
+
+
+@dataclass(frozen=True)
+class StepMetric:
+    """How to build one step metric, what it compares with the inputs, and whether ``report`` shows it."""
+
+    make: Callable[[], Metric]
+    takes: Literal["images", "logits"]  # the step's images in [0, 1], or the network's logits
+    reported: bool = True
+
+
+STEP_METRICS: dict[str, StepMetric] = {
+    "mse": StepMetric(MeanSquaredError, "images"),
+    "bce": StepMetric(PixelBCE, "logits"),
+    "psnr": StepMetric(lambda: PeakSignalNoiseRatio(data_range=1.0), "images"),
+    "ssim": StepMetric(lambda: StructuralSimilarityIndexMeasure(data_range=1.0), "images"),
+    "variation": StepMetric(OutputVariation, "images", reported=False),
+}
+REPORTED_METRICS = tuple(name for name, metric in STEP_METRICS.items() if metric.reported)
+
+
 def step_metrics() -> nn.ModuleDict:
-    """The metrics of one recursion step on one split."""
-    return nn.ModuleDict(
-        {
-            "mse": MeanSquaredError(),
-            "bce": PixelBCE(),
-            "psnr": PeakSignalNoiseRatio(data_range=1.0),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
-            # Output spread across images over the input's: ~0 means the net collapsed
-            # into one constant image, whatever the loss says.
-            "variation": MeanMetric(),
-        }
-    )
+    """The metrics of one recursion step on one split, fresh."""
+    return nn.ModuleDict({name: metric.make() for name, metric in STEP_METRICS.items()})
+
+
+def update_step_metrics(metrics: nn.ModuleDict, logits: torch.Tensor, images: torch.Tensor, x: torch.Tensor) -> None:
+    """Update one step's metrics with its ``logits`` and ``images`` (B, C, H, W) against the inputs ``x``."""
+    for name, metric in metrics.items():
+        metric.update(logits if STEP_METRICS[name].takes == "logits" else images, x)

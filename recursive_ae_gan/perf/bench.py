@@ -54,22 +54,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from recursive_ae_gan.data import ImageDataModule, epoch_permutation
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.models.adversarial import ADV_WEIGHT_BOUNDS
+from recursive_ae_gan.models import VARIANTS
 from recursive_ae_gan.models.autoencoder import build
-from recursive_ae_gan.models.losses import (
-    discriminator_loss,
-    fool_rates,
-    generator_losses,
-    reconstruction_losses,
-    target_weights,
-)
+from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceSettings
+from recursive_ae_gan.models.losses import discriminator_loss, fool_rates, generator_losses, reconstruction_losses
 from recursive_ae_gan.networks import MLPDiscriminator
 from recursive_ae_gan.run import console
 
 # The benchmarked datasets (conf/data/<name>.yaml) and their image shapes (C, H, W), which size the networks.
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NETS_DIR = Path(console.CONF_DIR, "model", "net")  # bench.nets names a file here
-MODELS = ("ae", "rae", "ae_gan", "rae_gan")
 PRECISIONS = ("32-true", "bf16-mixed")
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
@@ -101,7 +95,7 @@ QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 2, 
 
 
 @dataclass(frozen=True)
-class Settings:
+class Plan:
     """``conf/bench.yaml``'s ``bench`` node with the device defaults and ``quick`` applied."""
 
     datasets: list[str]
@@ -123,7 +117,7 @@ class Settings:
     out_dir: Path
 
 
-def settings(bench: DictConfig) -> Settings:
+def plan(bench: DictConfig) -> Plan:
     """Fill in the nulls for the device, apply ``quick``, and reject what cannot be measured."""
     values = OmegaConf.to_container(bench, resolve=True)
     device = values["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,7 +132,7 @@ def settings(bench: DictConfig) -> Settings:
     if values.pop("quick"):
         values |= QUICK
     nets = sorted(path.stem for path in NETS_DIR.glob("*.yaml"))
-    for name, choices in [("datasets", SHAPES), ("nets", nets), ("models", MODELS)]:
+    for name, choices in [("datasets", SHAPES), ("nets", nets), ("models", VARIANTS)]:
         if not values[name] or not set(values[name]) <= set(choices):
             raise UserError(f"bench.{name}={values[name]} must list some of: {', '.join(choices)}")
     if values["clock"] not in CLOCKS:
@@ -158,7 +152,7 @@ def settings(bench: DictConfig) -> Settings:
         raise UserError(  # a short last batch would be timed as a full one
             f"bench.num_images={values['num_images']} must be a multiple of every batch size {values['batch_sizes']}"
         )
-    return Settings(**values | {"device": torch.device(device), "out_dir": Path(values["out_dir"])})
+    return Plan(**values | {"device": torch.device(device), "out_dir": Path(values["out_dir"])})
 
 
 def synthetic_images(shape: Sequence[int], n: int, seed: int) -> torch.Tensor:
@@ -199,8 +193,8 @@ def median_and_quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 class PlainLoop:
     """The same training in a bare loop, what a skilled engineer writes without a framework.
 
-    Same networks, initial weights, batches (order included), losses, fused Adam, recursion and
-    D/AE alternation as the framework (balance policy ``target``, the config's default), so that
+    Same networks, initial weights, batches (order included), losses, fused Adam, recursion, D/AE
+    alternation and balance policy (``models.balance``, the config's) as the framework, so that
     ``state_dict()`` matches the LightningModule's after the same batches. ``train(n)`` trains the
     next ``n`` batches, so the bench can run it in windows between the framework's.
     """
@@ -224,6 +218,8 @@ class PlainLoop:
             self.disc.to(self.device)
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=m.d_lr, betas=tuple(m.d_betas), fused=True)
             self.adv_weights = torch.full((m.recursion_depth + 1,), float(m.adv_weight), device=self.device)
+            low, high = m.adv_weight_bounds or ADV_WEIGHT_BOUNDS[self.loss_name]
+            self.balance = BALANCE_POLICIES[m.balance](BalanceSettings(m.target_gain, low, high))
         if m.compile:
             for module in self.modules.values():
                 module.compile()
@@ -256,9 +252,10 @@ class PlainLoop:
             d_logits = self.disc(torch.cat([x, fakes.detach().flatten(0, 1)]))  # real and every step's fakes
             fake_logits = d_logits[batch:].view(steps, batch)
             rates = fool_rates(fake_logits.detach())
-            self.opt_d.zero_grad(set_to_none=True)
-            discriminator_loss(d_logits[:batch], fake_logits).backward()
-            self.opt_d.step()
+            if self.balance.discriminator_steps(fake_logits.detach()):
+                self.opt_d.zero_grad(set_to_none=True)
+                discriminator_loss(d_logits[:batch], fake_logits).backward()
+                self.opt_d.step()
             self.disc.requires_grad_(False)  # the autoencoder's step needs no gradients for D's weights
             g_per_step = generator_losses(self.disc(fakes.flatten(0, 1)).view(steps, batch), m.adv_loss)
             loss = loss + (self.adv_weights * g_per_step).mean()
@@ -267,8 +264,7 @@ class PlainLoop:
         self.opt_ae.step()
         if self.adversarial:
             self.disc.requires_grad_(True)
-            low, high = m.adv_weight_bounds or ADV_WEIGHT_BOUNDS[self.loss_name]
-            self.adv_weights = target_weights(self.adv_weights, rates, m.target_gain, low, high)
+            self.balance.update(self.adv_weights, rates)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Keyed as the LightningModule's ``state_dict()``."""
@@ -337,7 +333,7 @@ class Row:
     peak_mib: float
 
 
-def train_config(s: Settings, dataset: str, model: str, batch_size: int, net: str = "report") -> DictConfig:
+def train_config(s: Plan, dataset: str, model: str, batch_size: int, net: str = "report") -> DictConfig:
     """``conf/train.yaml`` composed for one row (Hydra must be initialised on ``conf/``)."""
     depth = s.depth if model.startswith("rae") else 0
     overrides = [
@@ -389,7 +385,7 @@ def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
     return torch.stack(steps)
 
 
-def measure_row(s: Settings, dataset: str, net: str, model: str, cfg: DictConfig) -> Row:
+def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) -> Row:
     """Both paths interleaved over one fit; the row's medians, quartiles and peak memory."""
     batch_size = cfg.data.batch_size
     cuda = s.device.type == "cuda"
@@ -413,7 +409,7 @@ def measure_row(s: Settings, dataset: str, net: str, model: str, cfg: DictConfig
     return Row(dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain, ratio, q1, q3, peak)
 
 
-def measure_rows(s: Settings) -> list[Row]:
+def measure_rows(s: Plan) -> list[Row]:
     """Time every row; print each as it ends."""
     print(
         f"{'dataset':8} {'model':8} {'net':13} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
@@ -436,7 +432,7 @@ def measure_rows(s: Settings) -> list[Row]:
     return rows
 
 
-def write_csv(rows: list[Row], s: Settings, threads: int) -> Path:
+def write_csv(rows: list[Row], s: Plan, threads: int) -> Path:
     """``<out_dir>/<time>.csv``: one line per row, with the device, precision, threads and clock."""
     s.out_dir.mkdir(parents=True, exist_ok=True)
     path = s.out_dir / f"{datetime.now():%Y-%m-%d_%H-%M-%S_%f}.csv"
@@ -451,7 +447,7 @@ def write_csv(rows: list[Row], s: Settings, threads: int) -> Path:
 
 def benchmark(cfg: DictConfig) -> list[Row]:
     """Measure, print and write every row of ``cfg.bench``; Hydra must be initialised on ``conf/``."""
-    s = settings(cfg.bench)
+    s = plan(cfg.bench)
     default_threads = torch.get_num_threads()
     torch.set_num_threads(s.threads or default_threads)
     try:

@@ -49,12 +49,15 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from recursive_ae_gan.analysis.tables import markdown_table
+from recursive_ae_gan.errors import first_line
+from recursive_ae_gan.models import VARIANTS
 from recursive_ae_gan.perf import bench
 from recursive_ae_gan.run import console
+from recursive_ae_gan.run.atomic import atomic_write
 from recursive_ae_gan.run.train import train
-from recursive_ae_gan.sweeps.jobs import visible_gpus
+from recursive_ae_gan.sweeps.gpus import visible_gpus
 
-MODELS = ("ae", "rae", "ae_gan", "rae_gan")
 SECTIONS = ("train", "bench", "sweep", "ddp")
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
@@ -144,7 +147,7 @@ class EpochTimer(L.Callback):
 
 
 @dataclass
-class Report:
+class CheckReport:
     """The markdown report, rewritten to ``path`` after every section."""
 
     path: Path
@@ -161,12 +164,7 @@ class Report:
 
     def write(self) -> None:
         verdict = "all checks passed" if not self.failures else "FAILED: " + "; ".join(self.failures)
-        self.path.write_text(f"{self.title}\n\n**{verdict}**\n\n" + "\n\n".join(self.sections) + "\n")
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+        atomic_write(self.path, f"{self.title}\n\n**{verdict}**\n\n" + "\n\n".join(self.sections) + "\n")
 
 
 def versions() -> str:
@@ -179,7 +177,7 @@ def versions() -> str:
         ("lightning", L.__version__),
         ("platform", platform.platform()),
     ]
-    return "### Versions\n\n" + table(["", ""], rows)
+    return "### Versions\n\n" + markdown_table(["", ""], rows)
 
 
 def compose_train(overrides: Sequence[str], out: Path) -> DictConfig:
@@ -219,7 +217,7 @@ def logged_losses(metrics_csv: Path) -> tuple[list[float], list[float]]:
     return losses, val
 
 
-def train_section(root: Path, work: Path, size: Size, quick: bool, models: Sequence[str], report: Report) -> None:
+def train_section(root: Path, work: Path, size: Size, quick: bool, models: Sequence[str], report: CheckReport) -> None:
     """Every model, with the defaults of trainer=gpu and with compile + channels_last: finite and learning."""
     variants = {"defaults": [], "compile + channels_last": ["model.compile=true", "model.channels_last=true"]}
     if quick:  # compiling takes minutes on a CPU: channels_last alone
@@ -252,7 +250,7 @@ def train_section(root: Path, work: Path, size: Size, quick: bool, models: Seque
                 verdict = "ok" if finite and falling else "FAILED: " + ("non-finite loss" if not finite else "val loss")
                 row = [" → ".join(f"{v:.4f}" for v in val[:: max(1, len(val) - 1)]), f"{min(epochs[1:] or epochs):.2f}"]
             except Exception as err:  # one failed run must not hide the others' results
-                verdict, row = f"FAILED: {console.first_line(err)}", ["", ""]
+                verdict, row = f"FAILED: {first_line(err)}", ["", ""]
             if verdict != "ok":
                 report.fail(f"train {model} ({variant})")
             rows.append([model, variant, *row, f"{time.perf_counter() - start:.0f}", verdict])
@@ -261,11 +259,11 @@ def train_section(root: Path, work: Path, size: Size, quick: bool, models: Seque
     header = ["model", "variant", "val loss, epoch 0 → last", "fastest epoch s (train + val)", "run s", "check"]
     report.add(
         f"### Training: every model, {size.epochs} epochs of {size.train_images:,} CIFAR10-shaped images, "
-        f"batch {size.batch_size}\n\n" + table(header, rows)
+        f"batch {size.batch_size}\n\n" + markdown_table(header, rows)
     )
 
 
-def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], report: Report, work: Path) -> None:
+def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], report: CheckReport, work: Path) -> None:
     """``recursive_ae_gan.bench``'s table, in this process."""
     overrides = [
         *size.bench,
@@ -276,7 +274,7 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
     torch._dynamo.reset()
     with initialize_config_dir(config_dir=console.CONF_DIR, version_base="1.3"):
         cfg = compose("bench", overrides)
-        s = bench.settings(cfg.bench)
+        s = bench.plan(cfg.bench)
         rows = bench.benchmark(cfg)
     header = ["dataset", "model", "depth", "batch", "framework img/s", "plain img/s", "ratio", "IQR", "peak MiB"]
     lines = [
@@ -289,7 +287,7 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
         f"compile {s.compile}, channels_last {s.channels_last}, {s.windows} pairs of {s.window_images} images"
     )
     report.add(
-        f"### Bench: framework vs plain PyTorch\n\n{settings_line}\n\n{table(header, lines)}\n\n"
+        f"### Bench: framework vs plain PyTorch\n\n{settings_line}\n\n{markdown_table(header, lines)}\n\n"
         f"`min ratio: {min(r.ratio for r in rows):.3f}`"
     )
     lowest = min(rows, key=lambda r: r.ratio)
@@ -297,7 +295,7 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
         profile_row(s, lowest, report, work)
 
 
-def profile_row(s: bench.Settings, row: bench.Row, report: Report, work: Path, steps: int = 20) -> None:
+def profile_row(s: bench.Plan, row: bench.Row, report: CheckReport, work: Path, steps: int = 20) -> None:
     """Where the framework's time goes in the lowest row: ``steps`` training batches under torch.profiler, after
     the bench's warm-up; the top operators, the share of the wall time the GPU was busy, and the trace."""
     with initialize_config_dir(config_dir=console.CONF_DIR, version_base="1.3"):
@@ -336,7 +334,9 @@ def run_cli(args: Sequence[str], quick: bool) -> subprocess.CompletedProcess:
     )
 
 
-def sweep_section(root: Path, work: Path, size: Size, quick: bool, jobs_per_gpu: Sequence[int], report: Report) -> None:
+def sweep_section(
+    root: Path, work: Path, size: Size, quick: bool, jobs_per_gpu: Sequence[int], report: CheckReport
+) -> None:
     """Runs per minute of a short protocol (CIFAR10 AE) through the CLI multirun with hydra/launcher=gpus."""
     gpus = len(visible_gpus()) if not quick else 0
     rows = []
@@ -375,7 +375,7 @@ def sweep_section(root: Path, work: Path, size: Size, quick: bool, jobs_per_gpu:
     )
     report.add(
         f"### Sweep throughput: `hydra/launcher=gpus`\n\n{protocol}; a job is one run of the CLI's multirun.\n\n"
-        + table(["jobs_per_gpu", "jobs", "wall s", "runs per minute", "check"], rows)
+        + markdown_table(["jobs_per_gpu", "jobs", "wall s", "runs per minute", "check"], rows)
     )
 
 
@@ -394,7 +394,7 @@ def ddp_overrides(root: Path, size: Size) -> list[str]:
     ]
 
 
-def ddp_section(root: Path, work: Path, size: Size, report: Report) -> None:
+def ddp_section(root: Path, work: Path, size: Size, report: CheckReport) -> None:
     """The game over two GPUs through the CLI: it must end with status ok."""
     out = work / "ddp"
     args = [*ddp_overrides(root, size), f"hydra.run.dir={out}"]
@@ -410,7 +410,8 @@ def ddp_section(root: Path, work: Path, size: Size, report: Report) -> None:
         (out / "stderr.txt").write_text(process.stderr)
     command = "`python -m recursive_ae_gan.train trainer=gpu trainer/strategy=ddp trainer.devices=2 model=rae_gan`"
     report.add(
-        "### DDP: the game on 2 GPUs\n\n" + table(["command", "wall s", "check"], [[command, f"{wall:.0f}", verdict]])
+        "### DDP: the game on 2 GPUs\n\n"
+        + markdown_table(["command", "wall s", "check"], [[command, f"{wall:.0f}", verdict]])
     )
 
 
@@ -420,7 +421,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="the report; default: <workdir>/report.md")
     parser.add_argument("--workdir", type=Path, help="data and runs; default: outputs/gpu_check/<time>")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"some of {','.join(SECTIONS)}")
-    parser.add_argument("--models", default=",".join(MODELS), help="the models trained and benched")
+    parser.add_argument("--models", default=",".join(VARIANTS), help="the models trained and benched")
     parser.add_argument("--datasets", default="mnist,cifar10", help="the bench's datasets")
     parser.add_argument("--jobs-per-gpu", help="the sweep's settings; default: 1,2,4,8 (--quick: 1,2)")
     return parser.parse_args(argv)
@@ -437,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the sections; returns the exit status (1 when a check failed)."""
     args = parse_args(argv)
     sections = listed(args.sections, SECTIONS, "--sections")
-    models = listed(args.models, MODELS, "--models")
+    models = listed(args.models, list(VARIANTS), "--models")
     datasets = listed(args.datasets, list(bench.SHAPES), "--datasets")
     jobs_per_gpu = [int(j) for j in (args.jobs_per_gpu or ("1,2" if args.quick else "1,2,4,8")).split(",")]
     if not args.quick and not torch.cuda.is_available():
@@ -446,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.workdir or Path("outputs", "gpu_check", f"{datetime.now():%Y-%m-%d_%H-%M-%S}")
     work.mkdir(parents=True, exist_ok=True)
     mode = "--quick, on the CPU" if args.quick else "on the GPU"
-    report = Report(args.out or work / "report.md", f"## `make gpu-check` ({mode}), {datetime.now():%Y-%m-%d %H:%M}")
+    report = CheckReport(
+        args.out or work / "report.md", f"## `make gpu-check` ({mode}), {datetime.now():%Y-%m-%d %H:%M}"
+    )
     report.add(versions())
     root = write_cifar10(work / "data", size.train_images * 7 // 5, size.train_images // 5)
     steps: dict[str, Callable[[], None]] = {
@@ -471,10 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report.fail(name)
                 (work / f"{name}_traceback.txt").write_text(traceback.format_exc())
                 where = f"traceback: `{work / name}_traceback.txt`"
-                report.add(f"### {name}: FAILED\n\n`{console.first_line(err)}` ({where})")
+                report.add(f"### {name}: FAILED\n\n`{first_line(err)}` ({where})")
             times.append([name, f"{time.perf_counter() - start:.0f}"])
     finally:
         torch.set_num_threads(threads)
-    report.add("### Wall time per section\n\n" + table(["section", "s"], times))
+    report.add("### Wall time per section\n\n" + markdown_table(["section", "s"], times))
     print(f"wrote {report.path}" + ("" if not report.failures else f"; failed: {', '.join(report.failures)}"))
     return 1 if report.failures else 0

@@ -20,9 +20,14 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.errors import UserError, first_line
 from recursive_ae_gan.run.atomic import atomic_open, fsync_directory
-from recursive_ae_gan.run.console import first_line
+
+
+def check_exists(ckpt: Path) -> None:
+    """A one-line error for a checkpoint path that holds no file."""
+    if not ckpt.is_file():
+        raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/*.ckpt file")
 
 
 def read_checkpoint(ckpt: Path, trusted: bool = False) -> dict:
@@ -32,8 +37,7 @@ def read_checkpoint(ckpt: Path, trusted: bool = False) -> dict:
     ``model._convert_=all`` (OmegaConf objects in its hyperparameters, which weights_only refuses) may
     be unpickled in full.
     """
-    if not ckpt.is_file():
-        raise UserError(f"checkpoint not found: {ckpt}; set ckpt_path to a run's checkpoints/last.ckpt")
+    check_exists(ckpt)
     try:
         try:
             checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)

@@ -47,11 +47,6 @@ def one_line(err: BaseException) -> str:
     return " ".join(dict.fromkeys(parts))
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 class _DropMessages(logging.Filter):
     def __init__(self, *prefixes: str) -> None:
         super().__init__()

@@ -11,7 +11,7 @@ command (the same overrides, the same ``hydra.run.dir`` or ``hydra.sweep.dir``) 
 
 "The same run" is judged by the settings an attempt writes when its training starts (``trained_config/``): a
 directory trained under other settings is refused with one line naming the keys, and left as it was. Keys
-that do not change what was trained are not compared (``runs.IGNORED_KEYS``: paths, loggers, tags, ...), and
+that do not change what was trained are not compared (``run.identity.IGNORED_KEYS``: paths, loggers, tags, ...), and
 ``trainer.max_epochs`` may grow: a finished run then trains on from its last checkpoint. An explicit
 ``ckpt_path=FILE`` resumes from that file whatever its settings. Docs: ``docs/reliability.md``.
 """
@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from recursive_ae_gan.analysis.runs import IGNORED_KEYS
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.run.atomic import atomic_write
+from recursive_ae_gan.run.identity import current_settings, ignored, leaves
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +51,19 @@ class Continuation:
     ckpt_path: Path | None = None
 
 
-def settings(cfg: DictConfig) -> dict[str, Any]:
+def trained_settings(cfg: DictConfig) -> dict[str, Any]:
     """The config's keys that decide what is trained, flattened (``model.lr``), values resolved (``data.seed``
     of ``${seed}`` is the seed), except those that follow the run directory (``${paths.output_dir}/...``)."""
-    raw: dict[str, Any] = {}
-    _leaves(OmegaConf.to_container(cfg, resolve=False), "", raw)
     flat = {}
-    for key, value in raw.items():
-        if any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS):
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)).items():
+        if ignored(key):
             continue
         written = json.dumps(value)
         if "${" in written and "paths." not in written and "hydra:" not in written:
             value = OmegaConf.select(cfg, key)
             value = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
         flat[key] = value
-    return flat
-
-
-def _leaves(node: object, prefix: str, into: dict[str, Any]) -> None:
-    if isinstance(node, dict) and node:
-        for key, value in node.items():
-            _leaves(value, f"{prefix}{key}.", into)
-    else:  # a leaf; lists compare whole
-        into[prefix[:-1]] = node
+    return current_settings(flat)
 
 
 def _unbounded(max_epochs: object) -> bool:
@@ -116,13 +106,13 @@ def continuation(cfg: DictConfig, automatic: bool) -> Continuation:
     except (FileNotFoundError, json.JSONDecodeError):  # none yet: killed before the end, or never run
         metrics = {}
     status = metrics.get("status")
-    trained = yaml.safe_load(trained_file.read_text()) if trained_file.is_file() else None
+    trained = current_settings(yaml.safe_load(trained_file.read_text())) if trained_file.is_file() else None
     if trained is None and (last.is_file() or status == "ok"):
         raise NotContinued(
             f"{out} holds a run but not the settings it was trained under (no {TRAINED}/settings.yaml): "
             f"resume it on purpose with ckpt_path={last}, or use another run directory"
         )
-    now = settings(cfg)
+    now = trained_settings(cfg)
     if trained is not None and (differ := differences(trained, now)):
         restore_hydra_files(out)
         raise NotContinued(
@@ -161,7 +151,7 @@ def start(cfg: DictConfig) -> None:
     for name in HYDRA_FILES:
         if (out / ".hydra" / name).is_file():
             atomic_write(out / TRAINED / name, (out / ".hydra" / name).read_bytes())
-    atomic_write(out / TRAINED / "settings.yaml", yaml.safe_dump(settings(cfg), sort_keys=False))
+    atomic_write(out / TRAINED / "settings.yaml", yaml.safe_dump(trained_settings(cfg), sort_keys=False))
 
 
 def restore_hydra_files(out: Path) -> None:

@@ -1,15 +1,12 @@
 """What a run tells its console and loggers: its config tree, a name saying what it is, its tags, its
 hyperparameters and final score.
 
-- ``${run_name:}`` (a resolver, registered when this module is imported, so by ``recursive_ae_gan.train``)
-  names a run by the overrides that make it differ: in a sweep, the swept keys only (``model=rae,seed=1``);
-  a single run, all of its overrides (``defaults`` when there are none). ``${run_name:timed}`` puts the run
-  directory's time stamp (and a sweep's job number) first, for loggers whose runs are listed flat (MLflow,
-  W&B). Names are filesystem-safe (``[A-Za-z0-9_.=,+-]``) and at most ``MAX_NAME`` characters.
-- :func:`print_config_tree` prints the composed config as a tree when a run starts, and saves it.
-- :func:`check_installed` turns a chosen logger whose package is missing into one line naming the extra.
-- :func:`record_tags` and :func:`record_result` give tags, hyperparameters and the final score to every
-  logger, each in its own client's terms; :func:`log_image` logs an image wherever the logger takes one.
+- ``${run_name:}`` (a resolver, registered on import) names a run by its overrides that change what it trains
+  (``run.identity``): in a sweep, the swept ones (``model=rae,seed=1``); a single run, all (``defaults`` if none).
+  ``${run_name:timed}`` puts the run directory's time stamp (and a sweep's job number) first, for loggers that
+  list runs flat (MLflow, W&B). Names are filesystem-safe and at most ``MAX_NAME`` characters.
+- :func:`print_config_tree`, :func:`check_installed`, :func:`record_tags`, :func:`record_result` and
+  :func:`log_image` speak to every logger in its own client's terms.
 """
 
 from __future__ import annotations
@@ -35,11 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.run.atomic import atomic_open
+from recursive_ae_gan.run.identity import ignored
 
 MAX_NAME = 120
-# Overrides that do not change what a run computes, left out of its name (a key, or a group and everything under
-# it): where it reads and writes, what it resumes from (a resumed run keeps its name), how it is logged and labelled.
-UNNAMED = ("ckpt_path", "paths", "data.root", "data.download", "logger", "tags", "extras")
 # A logger's target -> (the module its client needs, the project's extra that installs it).
 CLIENTS = {
     "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
@@ -69,11 +64,6 @@ def swept_keys(hydra_cfg: DictConfig) -> set[str]:
     return keys
 
 
-def _unnamed(key: str) -> bool:
-    """Whether an override of ``key`` (``paths.log_dir``, ``logger``, ``logger/mlflow``) stays out of names."""
-    return any(key == u or key.startswith((f"{u}.", f"{u}/")) for u in UNNAMED)
-
-
 def run_name(style: str = "") -> str | None:
     """The ``run_name`` resolver: see the module docstring. Outside a Hydra run (the compose API), no name:
     ``""`` (TensorBoard then writes into ``tensorboard/`` itself), or None for ``timed`` (the logger's own)."""
@@ -81,7 +71,7 @@ def run_name(style: str = "") -> str | None:
         return None if style == "timed" else ""
     hydra_cfg = HydraConfig.get()
     overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
-    overrides = [o for o in overrides if not _unnamed(o.key_or_group)]
+    overrides = [o for o in overrides if not ignored(o.key_or_group)]  # where it reads, how it logs, ...
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     if sweep and (keys := swept_keys(hydra_cfg)):
         overrides = [o for o in overrides if o.key_or_group in keys]

@@ -1,10 +1,10 @@
 """Train, then test, one model: ``python -m recursive_ae_gan.train model=rae_gan data=cifar10``.
 
-Composes ``conf/train.yaml``, checks it (``config.check``), instantiates the datamodule, callbacks,
+Composes ``conf/train.yaml``, checks it (``run.config.check``), instantiates the datamodule, callbacks,
 loggers and trainer, loads the data (its image shape sizes the networks), builds the model, fits,
 tests the final weights, and writes ``metrics.json`` into the run directory (rank 0 only).
 Sweeps: ``python -m recursive_ae_gan.train -m data=mnist,cifar10 model=ae,rae model.recursion_depth=0,1,2``.
-The same command again (same ``hydra.sweep.dir``; one run: ``ckpt_path=auto``) continues it (``resume.py``).
+The same command again (same ``hydra.sweep.dir``; one run: ``ckpt_path=auto``) continues it (``run.continuation``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
 from recursive_ae_gan.run.config import check
 from recursive_ae_gan.run.continuation import NotContinued, continuation, start
 from recursive_ae_gan.run.loggers import check_installed, print_config_tree, record_result, record_tags
-from recursive_ae_gan.sweeps.jobs import objective, pin_job_to_gpu
+from recursive_ae_gan.sweeps import sweeper_config  # noqa: F401  (registers hydra/sweeper=optuna)
+from recursive_ae_gan.sweeps.gpus import pin_job_to_gpu
+from recursive_ae_gan.sweeps.summary import objective
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
     """Fit and test the configured model; returns what it writes to ``metrics.json``.
 
     ``score`` is the headline metric: the test reconstruction loss of step 0. ``automatic``: continue what the
-    run directory holds as ``ckpt_path=auto`` does (a multirun's jobs; ``resume.py``).
+    run directory holds as ``ckpt_path=auto`` does (a multirun's jobs; ``run.continuation``).
     """
     check(cfg)  # types, ranges and unknown keys, before any data is loaded or any model built
     check_installed(cfg.get("logger"))  # a chosen logger's client package, before anything starts
@@ -83,11 +85,29 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
         return earlier.result
     if cfg.extras.print_config:
         print_config_tree(cfg, Path(cfg.paths.output_dir, "config_tree.log"))
+    datamodule, model, trainer = instantiate_run(cfg)
+    if earlier.ckpt_path:  # a one-line error for a missing, unreadable or mismatched checkpoint, before fit
+        check_fits(read_checkpoint(earlier.ckpt_path), model, earlier.ckpt_path)
+    if trainer.is_global_zero:
+        start(cfg)  # from here on, a kill leaves an unfinished run that the same command continues
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=earlier.ckpt_path)
+    except RunFailed as err:
+        if trainer.is_global_zero:
+            write_metrics(cfg, {"status": err.status, "error": str(err), "tags": list(cfg.tags)})
+        raise
+    return finish(cfg, trainer, model, datamodule)
+
+
+def instantiate_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The datamodule, the model and the trainer with its callbacks and loggers; the data is loaded first, since
+    its image shape sizes the networks."""
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    strategy = strategy_for(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, strategy=strategy_for(cfg), callbacks=callbacks, logger=loggers or False
+    )
     if trainer.is_global_zero:
         record_tags(trainer.loggers, cfg.tags)
     if trainer.local_rank == 0:  # other DDP ranks start later, in fit, and find the data in place
@@ -95,25 +115,17 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
     datamodule.setup("fit")
     L.seed_everything(cfg.seed, workers=True)  # the weights' initialisation
     model: L.LightningModule = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
-    ckpt_path = earlier.ckpt_path
-    if ckpt_path:  # a one-line error for a missing, unreadable or mismatched checkpoint, before fit
-        check_fits(read_checkpoint(ckpt_path), model, ckpt_path)
-    if trainer.is_global_zero:
-        start(cfg)  # from here on, a kill leaves an unfinished run that the same command continues
+    return datamodule, model, trainer
 
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except RunFailed as err:
-        if trainer.is_global_zero:
-            write_metrics(cfg, {"status": err.status, "error": str(err), "tags": list(cfg.tags)})
-        raise
+
+def finish(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule) -> dict:
+    """Test the final weights (as the report tests them), write the result, and fail a collapsed run."""
     if not any(k.startswith("val/") for k in trainer.callback_metrics):  # resumed after its last epoch: no validation
         trainer.validate(model, datamodule=datamodule, verbose=False)  # so validate the final weights, as it did
     validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # the last epoch's
-    trainer.test(model, datamodule=datamodule)  # the final weights, as the report tests them
+    trainer.test(model, datamodule=datamodule)
     tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics = dict(sorted((validated | tested).items()))
-
     score_name = f"test/step_0/{model.loss_name}"
     variation = metrics["test/step_0/variation"]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed

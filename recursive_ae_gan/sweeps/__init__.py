@@ -1,5 +1,6 @@
-"""Sweeps at scale: jobs on GPUs, what a job returns to the sweeper, the sweep summary, Optuna, SLURM requeue."""
+"""Sweeps at scale: one GPU per job (``gpus``), what a job returns and how a sweep went (``summary``), Optuna
+studies that continue (``sweeper_config``, ``optuna_study``), SLURM requeue (``requeue``)."""
 
-from recursive_ae_gan.sweeps.jobs import SweepSummary
+from recursive_ae_gan.sweeps.summary import SweepSummary
 
 __all__ = ["SweepSummary"]

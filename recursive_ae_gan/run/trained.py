@@ -1,0 +1,126 @@
+"""A trained model read back from its checkpoint: the one way ``evaluate``, ``reconstruct`` and the tests load one.
+
+A checkpoint's hyperparameters hold the network configs and the image shape, so the checkpoint alone rebuilds its
+model (``read_trained(ckpt).model(...)``). Checkpoints from before that need their run's config
+(``<run>/.hydra/config.yaml``), read through ``upgrade_old_run_config``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
+from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
+from recursive_ae_gan.run.console import one_line
+
+EXTRA_STEPS = 3  # evaluate and reconstruct look this many steps past the trained recursion_depth by default
+
+# What runs from before the data package and shape-built networks wrote into their config.
+OLD_DATASETS = {"mnist": "torchvision.datasets.MNIST", "cifar10": "torchvision.datasets.CIFAR10"}
+OLD_AUTOENCODER = "recursive_ae_gan.networks.autoencoder_for"
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A checkpoint of this package's models: its contents and the config that rebuilds its model."""
+
+    path: Path
+    checkpoint: dict
+    config: dict  # the model's: instantiate(config, image_shape=...) builds it untrained
+    image_shape: list[int] | None  # None: a checkpoint from before the image shape was kept
+
+    @property
+    def recursion_depth(self) -> int:
+        return self.config.get("recursion_depth", 0)
+
+    @property
+    def default_depth(self) -> int:
+        """The last step evaluated when none is asked for."""
+        return self.recursion_depth + EXTRA_STEPS
+
+    def model(self, eval_depth: int, image_shape: list[int] | None = None) -> RecursiveAutoencoder:
+        """The trained model on the CPU, not compiled, evaluating steps 0..``eval_depth`` (at least the trained
+        ones); ``image_shape`` for checkpoints that do not keep theirs."""
+        shape = list(image_shape or self.image_shape)
+        settings = {"image_shape": shape, "eval_depth": max(eval_depth, self.recursion_depth), "compile": False}
+        try:
+            model = instantiate(self.config, **settings)
+        except (InstantiationException, TypeError, KeyError) as err:  # an unknown network or argument
+            target = self.config.get("_target_", "?").rpartition(".")[2]
+            raise UserError(f"cannot rebuild the model of ckpt_path={self.path} as {target}: {one_line(err)}") from None
+        check_fits(self.checkpoint, model, self.path)
+        model.load_state_dict(self.checkpoint["state_dict"])
+        return model
+
+
+def read_trained(ckpt: Path, run_config: DictConfig | None = None) -> Trained:
+    """Read ``ckpt``; ``run_config``: its run's ``.hydra/config.yaml``, needed by checkpoints from before their
+    hyperparameters held the network configs (and then trusted to unpickle in full, ``read_checkpoint``)."""
+    run_config = upgrade_old_run_config(run_config) if run_config is not None else None
+    ours = run_config is not None and str(run_config.model.get("_target_")).startswith("recursive_ae_gan.")
+    checkpoint = read_checkpoint(ckpt, trusted=ours)
+    hparams = checkpoint.get("hyper_parameters")
+    if isinstance(hparams, dict) and isinstance(hparams.get("net"), dict) and "_target_" in hparams["net"]:
+        shape = hparams.get("image_shape")
+        if shape is not None and len(shape) == 3:
+            return Trained(ckpt, checkpoint, model_config(hparams), list(shape))
+    if run_config is None:
+        raise UserError(
+            f"ckpt_path={ckpt} is not a checkpoint of recursive_ae_gan's models (no network config and image "
+            f"shape in its hyper_parameters); give a run's checkpoints/last.ckpt"
+        )
+    return Trained(ckpt, checkpoint, OmegaConf.to_container(run_config.model, resolve=True), None)
+
+
+def model_config(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The config that rebuilds a model from its checkpoint's hyperparameters: only the adversarial module has a
+    discriminator. The module builds its networks (``_recursive_: false``), as training does."""
+    cls = AdversarialAutoencoder if "discriminator" in hparams else RecursiveAutoencoder
+    own = {k: v for k, v in hparams.items() if k != "image_shape"}
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", "_recursive_": False, "_convert_": "all", **own}
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    """The run that wrote ``ckpt``: its nearest parent folder holding ``.hydra/config.yaml``."""
+    for folder in ckpt.resolve().parents:
+        if (folder / ".hydra" / "config.yaml").is_file():
+            return folder
+    raise UserError(
+        f"no run config (.hydra/config.yaml) in any folder above {ckpt}; ckpt_path must be a checkpoint "
+        f"inside a training run's directory, e.g. outputs/runs/X/checkpoints/last.ckpt"
+    )
+
+
+def upgrade_old_run_config(run_cfg: DictConfig) -> DictConfig:
+    """An old run's config in today's form; today's configs come back as they are.
+
+    Old runs named their dataset (``data.dataset: mnist | cifar10``) and built the report's networks from
+    that name (``networks.autoencoder_for`` / ``networks.discriminator_for``, which the model received
+    built). Today ``data.dataset`` is a torchvision class with its training and test pools, and the model
+    builds its networks from their configs and the data's image shape. The report's networks, and so the
+    checkpoints' state_dict keys, are the same.
+    """
+    data, model = run_cfg.data, run_cfg.model
+    old_data, old_model = data.get("dataset") in OLD_DATASETS, model.net.get("_target_") == OLD_AUTOENCODER
+    if not (old_data or old_model):
+        return run_cfg
+    cfg = copy.deepcopy(run_cfg)
+    with open_dict(cfg):
+        if old_data:
+            cfg.data.dataset = OLD_DATASETS[data.dataset]
+            cfg.data.train_split, cfg.data.test_split = {"train": True}, {"train": False}
+        if old_model:
+            cfg.model.net = {"_target_": "recursive_ae_gan.networks.report_autoencoder"}
+            if "discriminator" in model:
+                hidden = {"hidden": model.discriminator.hidden} if "hidden" in model.discriminator else {}
+                cfg.model.discriminator = {"_target_": "recursive_ae_gan.networks.MLPDiscriminator", **hidden}
+            cfg.model._recursive_, cfg.model._convert_ = False, "all"  # the model builds its networks
+    return cfg
