@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR
+from helpers import CONF_DIR, DOCS, REPO, code_blocks, data_configs
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -31,8 +31,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import recursive_ae_gan.run.train  # noqa: F401  (registers the resolvers the launcher configs use)
 from recursive_ae_gan.run.config import check
 
-REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 ENTRY_CONFIGS = {"train": "train", "evaluate": "evaluate", "reconstruct": "reconstruct", "bench": "bench"}
 MAKEFILE = (REPO / "Makefile").read_text()
 EXPERIMENTS = re.search(r"^EXPERIMENTS \?= (\S+)", MAKEFILE, re.M).group(1)
@@ -66,23 +64,6 @@ MEANS: dict[tuple[str, str], dict[str, object]] = {
     ("hparams_search", "ae_gan_optuna"): {"hydra.mode": "MULTIRUN", "model._target_": GAME},
 }
 PARSER = OverridesParser.create()
-
-
-def code_blocks(path: Path) -> list[tuple[str, str]]:
-    """``(text before the block, block)`` for every fenced code block of a Markdown file."""
-    parts = re.split(r"^```[^\n]*\n", path.read_text(), flags=re.M)
-    return [(parts[i - 1], parts[i]) for i in range(1, len(parts), 2)]
-
-
-def data_configs() -> dict[str, str]:
-    """The data config files the docs show: ``{name: yaml}``, named by the ``conf/data/<name>.yaml`` before them."""
-    configs = {}
-    for path in DOCS:
-        for before, block in code_blocks(path):
-            names = re.findall(r"conf/data/(\w+)\.yaml", before)
-            if "_target_: recursive_ae_gan.data.ImageDataModule" in block and names:
-                configs[names[-1]] = block
-    return configs
 
 
 def commands(block: str) -> list[tuple[str, list[str]]]:

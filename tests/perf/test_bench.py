@@ -1,0 +1,155 @@
+"""The benchmark: a quick run end to end, the plain loop's fidelity, the interleaved timer, its arithmetic and
+bad settings.
+
+No assertion is about speed: the CPU is shared and the numbers belong in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CONF_DIR
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.perf import bench
+
+
+@pytest.fixture
+def hydra_conf() -> Iterator[None]:
+    """Hydra initialised on ``conf/``: ``benchmark`` composes ``train.yaml`` for every row."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        yield
+
+
+def test_quick_run_prints_every_row_and_writes_the_csv(
+    hydra_conf: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    threads = torch.get_num_threads()
+    # One thread: the smoke run must not fight other processes for the cores.
+    cfg = compose("bench", ["bench.quick=true", "bench.device=cpu", "bench.threads=1", f"bench.out_dir={tmp_path}"])
+    rows = bench.benchmark(cfg)
+
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+    expected = [(d, m) for d in ("mnist", "cifar10") for m in ("ae", "rae", "ae_gan", "rae_gan")]
+    assert [(r.dataset, r.model) for r in rows] == expected
+    assert [r.depth for r in rows] == [0, 2, 0, 2] * 2
+    assert all(r.batch == 8 and r.framework_img_s > 0 and r.plain_img_s > 0 for r in rows)
+    assert all(0 < r.ratio_q1 <= r.ratio <= r.ratio_q3 for r in rows)
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"min ratio: {min(r.ratio for r in rows):.3f}"
+    assert sum(line.split()[:2] == [d, m] for line in out for d, m in expected) == len(expected)
+
+    (path,) = tmp_path.glob("*.csv")
+    assert out[-2] == f"wrote {path}"
+    with path.open() as f:
+        written = list(csv.DictReader(f))
+    assert [(w["dataset"], w["model"]) for w in written] == expected
+    for w, row in zip(written, rows, strict=True):
+        assert (w["device"], w["precision"], w["threads"], w["clock"]) == ("cpu", "32-true", "1", "process")
+        assert [float(w[k]) for k in ("ratio", "ratio_q1", "ratio_q3")] == pytest.approx(
+            [row.ratio, row.ratio_q1, row.ratio_q3], rel=1e-3
+        )
+        assert float(w["peak_mib"]) > 0
+
+
+@pytest.mark.parametrize(("dataset", "model"), [("mnist", "rae_gan"), ("cifar10", "ae")])
+def test_plain_loop_trains_exactly_like_the_framework(hydra_conf: None, dataset: str, model: str) -> None:
+    """Same weights after the same batches, interleaved in one fit as the bench runs them: the ratio compares
+    the same work."""
+    s = bench.plan(compose("bench", ["bench.quick=true", "bench.device=cpu"]).bench)
+    cfg = bench.train_config(s, dataset, model, batch_size=8)
+    torch.manual_seed(cfg.seed)
+    initial = instantiate(cfg.model, image_shape=list(bench.SHAPES[dataset])).state_dict()
+
+    # One warm-up batch, then two windows of two batches: 5 batches of each path, over 2 epochs of 4 batches.
+    module, timed = bench.run_both(cfg, lambda plain: bench.Interleave(plain, 1, 2, 2, sync=lambda: None))
+
+    assert timed.batches == 5 and len(timed.framework_s) == len(timed.plain_s) == 2
+    framework, plain = module.state_dict(), timed.plain.state_dict()
+    assert framework.keys() == plain.keys()
+    torch.testing.assert_close(plain, framework)
+    trained = [k for k in initial if not torch.equal(initial[k], framework[k])]
+    assert any(k.startswith("net.") for k in trained)
+    assert any(k.startswith("discriminator.") for k in trained) == model.endswith("gan")
+
+
+class CountingPlainLoop:
+    """A stand-in for ``PlainLoop``: records how many batches each call trains."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def train(self, batches: int) -> None:
+        self.calls.append(batches)
+
+
+class StopFlag:
+    should_stop = False
+
+
+def test_interleave_alternates_the_windows_and_times_each() -> None:
+    # Stamps: the warm-up's end, then per pair the framework's end and the plain loop's end.
+    times, syncs = iter([10.0, 11.0, 11.5, 13.5, 14.0, 16.0, 17.0]), []
+    plain, trainer = CountingPlainLoop(), StopFlag()
+    timer = bench.Interleave(
+        plain, warmup=2, windows=3, steps=2, sync=lambda: syncs.append(1), clock=lambda: next(times)
+    )
+    stops = []
+    for _ in range(8):  # the framework's batches: 2 warm-up, then 3 windows of 2
+        timer.on_train_batch_end(trainer)
+        stops.append(trainer.should_stop)
+    assert plain.calls == [2, 2, 2, 2]  # its warm-up, then one window after each of the framework's
+    assert stops == [False] * 7 + [True] and len(syncs) == 7  # a sync before every stamp
+    assert timer.framework_s == [1.0, 2.0, 2.0] and timer.plain_s == [0.5, 0.5, 1.0]
+
+
+def test_pair_ratios_median_and_interquartile_range_by_hand() -> None:
+    framework_s, plain_s = [2.0, 1.0, 4.0, 1.0, 2.0], [1.0, 0.9, 4.4, 1.2, 1.5]
+    ratios = bench.pair_ratios(framework_s, plain_s)
+    assert ratios == pytest.approx([0.5, 0.9, 1.1, 1.2, 0.75])  # plain's seconds over the framework's
+    # Sorted 0.5, 0.75, 0.9, 1.1, 1.2: median 0.9; quartiles at positions 1 and 3 of 0..4 (numpy's default).
+    assert bench.median_and_quartiles(ratios) == pytest.approx((0.9, 0.75, 1.1))
+    # Four values 1, 2, 3, 4: the quartiles fall between them, at positions 0.75 and 2.25.
+    assert bench.median_and_quartiles([4.0, 1.0, 3.0, 2.0]) == pytest.approx((2.5, 1.75, 3.25))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bench.models=[vae]", "bench.models=['vae'] must list some of: ae, rae, ae_gan, rae_gan"),
+        ("bench.datasets=[]", "bench.datasets=[] must list some of: mnist, cifar10"),
+        ("bench.precision=16-mixed", "bench.precision='16-mixed' is not one of: 32-true, bf16-mixed"),
+        ("bench.windows=1", "bench.windows must be at least 2 (a spread needs two pairs), got 1"),
+        ("bench.window_images=0", "bench.window_images must be at least 1, got 0"),
+        ("bench.threads=-1", "bench.threads must be 0 (torch's default) or more, got -1"),
+        ("bench.batch_sizes=[64,0]", "bench.batch_sizes=[64, 0] must list sizes of at least 1"),
+        ("bench.device=tpu", "bench.device='tpu' is not one of: cuda, cpu, null"),
+        ("bench.clock=gpu", "bench.clock='gpu' is not one of: wall, process"),
+        ("bench.num_images=1000", "bench.num_images=1000 must be a multiple of every batch size [64, 256]"),
+    ],
+)
+def test_bad_settings_are_rejected(hydra_conf: None, override: str, message: str) -> None:
+    """Each bad override, on the CPU's defaults (batch sizes 64 and 256)."""
+    with pytest.raises(UserError) as err:
+        bench.plan(compose("bench", ["bench.device=cpu", override]).bench)
+    assert str(err.value) == message
+
+
+def test_cli_prints_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "recursive_ae_gan.bench", "bench.models=[ae,vae]", f"bench.out_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=Path(CONF_DIR).parent,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "error: bench.models=['ae', 'vae'] must list some of: ae, rae, ae_gan, rae_gan\n"
+    assert not list(tmp_path.iterdir())  # no CSV, and Hydra writes no .hydra/ or log file
