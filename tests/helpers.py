@@ -22,6 +22,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
@@ -383,3 +384,9 @@ def data_configs() -> dict[str, str]:
             if "_target_: recursive_ae_gan.data.ImageDataModule" in block and names:
                 configs[names[-1]] = block
     return configs
+
+
+def compose_hydra(*overrides: str) -> DictConfig:
+    """``conf/train.yaml`` composed with Hydra's own config (``cfg.hydra``)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)

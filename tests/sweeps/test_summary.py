@@ -1,4 +1,5 @@
-"""Sweeps at scale: Optuna with a failing trial, submitit, the GPU launcher, and a sweep's summary and exit status."""
+"""sweeps.summary and sweeps through the real CLI: Optuna with a failing trial, submitit, a sweep's summary and exit
+status, what a job returns to the sweeper."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import CONF_DIR, run_sweep, sweep_dir
-from hydra import compose, initialize_config_dir
+from helpers import compose_hydra, run_sweep, sweep_dir
 from omegaconf import OmegaConf
-from omegaconf.errors import InterpolationResolutionError
 
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.sweeps.gpus import gpu_for_job, pin_to_gpu, visible_gpus
 from recursive_ae_gan.sweeps.summary import job_statuses, objective, summary
 
 
@@ -98,64 +96,6 @@ def test_summary_counts_every_status_but_ok_as_failed(tmp_path: Path) -> None:
     assert statuses == {"0": "ok", "1": "diverged", "2": "missing", "10": "unreadable"}
     assert summary(tmp_path, statuses) == f"4 jobs: 1 ok, 3 failed (jobs 1, 2, 10: see {tmp_path}/1/error.log)"
     assert summary(tmp_path, {"2": "missing"}) == f"1 job: 0 ok, 1 failed (job 2: see {tmp_path}/2)"
-
-
-def test_gpu_for_job_is_round_robin_over_the_pool() -> None:
-    assert [gpu_for_job(job, ["0", "1"]) for job in range(5)] == ["0", "1", "0", "1", "0"]
-    assert [gpu_for_job(job, ["2", "5", "7"]) for job in (0, 4, 8, 100)] == ["2", "5", "7", "5"]
-    assert gpu_for_job(13, ["GPU-aa"]) == "GPU-aa"
-    assert gpu_for_job(3, []) is None
-    with pytest.raises(ValueError, match="start at 0"):
-        gpu_for_job(-1, ["0"])
-
-
-def test_visible_gpus_honours_cuda_visible_devices() -> None:
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3", "5"]
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": " GPU-aa, MIG-bb "}) == ["GPU-aa", "MIG-bb"]
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,-1,3"}) == ["2"]  # CUDA stops at an invalid index
-
-
-def test_pin_to_gpu_sets_one_gpu_and_a_worker_keeps_it() -> None:
-    environ = {"CUDA_VISIBLE_DEVICES": "4,6"}
-    assert pin_to_gpu(1, environ) == "6" and environ == {"CUDA_VISIBLE_DEVICES": "6"}
-    # The same worker process, a later job: CUDA may already be on GPU 6, so the job stays there.
-    assert pin_to_gpu(2, environ) == "6" and environ == {"CUDA_VISIBLE_DEVICES": "6"}
-    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}
-    assert pin_to_gpu(0, no_gpu) is None and no_gpu == {"CUDA_VISIBLE_DEVICES": ""}
-
-
-def compose_hydra(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-
-
-@pytest.mark.parametrize(
-    ("visible", "overrides", "n_jobs"),
-    [("", [], 4), ("0,1,2", [], 12), ("GPU-aa,GPU-bb", ["jobs_per_gpu=1"], 2), ("0,1,2", ["jobs_per_gpu=2"], 6)],
-)
-def test_gpus_launcher_runs_jobs_per_gpu_on_every_gpu(monkeypatch, visible: str, overrides: list, n_jobs: int) -> None:
-    """No GPU: jobs_per_gpu jobs at once, on the CPU."""
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    cfg = compose_hydra("hydra/launcher=gpus", *overrides)
-    assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
-    assert cfg.hydra.launcher.n_jobs == n_jobs
-    # An Optuna study asks for as many trials at once as the launcher runs.
-    assert compose_hydra("hparams_search=ae_optuna", "hydra/launcher=gpus", *overrides).hydra.sweeper.n_jobs == n_jobs
-    assert compose_hydra("hparams_search=ae_optuna").hydra.sweeper.n_jobs == 1
-
-
-def test_gpus_launcher_rejects_a_bad_jobs_per_gpu(monkeypatch) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(InterpolationResolutionError, match="jobs_per_gpu must be a positive integer, got 0"):
-        _ = compose_hydra("hydra/launcher=gpus", "jobs_per_gpu=0").hydra.launcher.n_jobs
-
-
-def test_slurm_launcher_runs_one_task_per_gpu() -> None:
-    launcher = compose_hydra("hydra/launcher=slurm", "trainer.devices=2", "trainer.num_nodes=3").hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (3, 2, 2)
 
 
 def test_gan_search_space_composes_into_valid_overrides() -> None:
