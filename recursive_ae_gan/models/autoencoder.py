@@ -18,7 +18,7 @@ from recursive_ae_gan.models.metrics import step_metrics, update_step_metrics
 
 NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
 # divergence_check_every=null: read the divergence flag every batch on the CPU (a sync costs nothing there),
-# every 100 on a GPU, where each read stops the host from queueing ahead (module/divergence.py).
+# every 100 on a GPU, where each read stops the host from queueing ahead (models/divergence.py).
 CHECK_EVERY = {"cpu": 1, "gpu": 100}
 
 

@@ -8,7 +8,7 @@ run on a stored study (``hydra.sweeper.storage`` and ``study_name``) put its fir
 job directory 0, over trial 0's run, and drew trial 0's parameters again. Here a run on a stored study goes on:
 
 - job ``i`` is the study's trial ``i`` (its directory ``<sweep dir>/i``), so a run adds directories and never
-  reuses an earlier trial's (where ``resume.py`` would take that trial's run for its own);
+  reuses an earlier trial's (where ``run.continuation`` would take that trial's run for its own);
 - ``n_trials`` counts every finished trial of the study (complete, failed, pruned): a run adds the rest, or none;
 - a trial still RUNNING was left by a run that was killed (one sweep per study at a time: nothing else can be
   telling it); it is told FAIL, counts as a failed trial, and its directory stays as the kill left it;

@@ -8,7 +8,7 @@ and exits at once, from wherever the main thread is: between two parameters' upd
 ranks wait for it in a collective. :class:`StopForRequeue` keeps submitit's requeue and replaces its exit with
 Lightning's SIGTERM stop: every rank stops at the end of its batch, where ``last_checkpoint``
 (``save_on_exception``) writes ``last.ckpt``. The requeued job runs the same call in the same job directory, and
-``resume.py`` continues from that checkpoint. Docs: ``docs/scaling.md``, "Time limits and preemption".
+``run.continuation`` continues from that checkpoint. Docs: ``docs/scaling.md``, "Time limits and preemption".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Continuing a run in its own directory (``resume.py``): a killed run or sweep, re-run with the same command,
+"""Continuing a run in its own directory (``run.continuation``): a killed run or sweep, re-run with the same command,
 ends as an uninterrupted one; finished runs are not trained again; other settings are refused."""
 
 from __future__ import annotations

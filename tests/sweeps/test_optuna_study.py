@@ -1,4 +1,4 @@
-"""Optuna studies that continue (``optuna_grid.StudySweeperImpl``): a re-run on a stored study adds the trials
+"""Optuna studies that continue (``sweeps.optuna_study.StudySweeperImpl``): a re-run on a stored study adds the trials
 it lacks, with new parameters, each in the job directory of its trial number; a trial a killed run left
 running is told FAIL; a grid study goes on with the points it has not run."""
 

@@ -1,10 +1,10 @@
-"""Time limits and preemption under ``hydra/launcher=slurm`` (``recursive_ae_gan/requeue.py``): a job sent
+"""Time limits and preemption under ``hydra/launcher=slurm`` (``sweeps/requeue.py``): a job sent
 SLURM's requeue signal mid-epoch is requeued, stops after its batch with a last.ckpt, and the requeued job
 continues from it in the same job directory to an uninterrupted run's weights.
 
 No SLURM here: ``sbatch``, ``srun``, ``scontrol`` and ``sacct`` on PATH are small scripts that run the job as
 SLURM would (its variables set, the script run again after ``scontrol requeue``), so that the real launcher,
-submitit's job runner and its signal handler, Lightning and ``resume.py`` do all the rest.
+submitit's job runner and its signal handler, Lightning and ``run.continuation`` do all the rest.
 """
 
 from __future__ import annotations
