@@ -1,28 +1,11 @@
-"""Convolutional networks for any image size: ``model/net=conv`` and ``model/discriminator=conv``.
+"""Convolutional networks for any image size: ``model/net=conv``, ``model/discriminator=conv`` and the realism judge
+``realism/judge=conv``, each built from the data's ``image_shape``.
 
-Both are built from the data's ``image_shape`` ``(C, H, W)``; the choices:
-
-* ConvAutoencoder generalises the report's CIFAR10 net. Stage i is a 3x3/stride-1/padding-1 conv
-  that keeps the size and sets the width ``widths[i]``, then a 4x4/stride-2/padding-1 conv that
-  halves the size, rounding down (28 -> 14 -> 7 -> 3). Every hidden layer is followed by the norm
-  and LeakyReLU(0.2), as in the report's nets (without them the report's lr 0.005 kills the
-  network, see ``report``). The code is a 3x3 conv on the last feature map (``code_size=None``,
-  as the report's 64x4x4 code) or a Linear layer on it flattened (``code_size=N``); neither the
-  code nor the output logits get a norm or an activation. The decoder is the exact mirror. Each
-  4x4/stride-2 transposed conv doubles the size and, through ``output_padding``, adds back the
-  row or column the encoder's rounding dropped, so any H, W >= 2**stages (odd, or H != W) comes
-  back exactly.
-* ``norm``: batch (the report's), instance (affine), group (gcd(32, C) groups, but at least two
-  channels per group, so that it never degenerates into instance norm), none. Instance norm cannot
-  train on a 1x1 map, so it rejects images that the stages shrink to 1x1.
-* ConvDiscriminator is taming-transformers' PatchGAN (``NLayerDiscriminator``): 4x4/stride-2 convs
-  with LeakyReLU(0.2), then a conv to one logit per patch. It differs in three ways. It has no
-  normalisation (taming uses BatchNorm), so one call on a concatenation of batches equals separate
-  calls, which the adversarial module relies on; spectral norm stabilises it instead. Its last conv
-  is 3x3/padding 1, which keeps the map (taming's 4x4 shrinks it), and a layer halves only while
-  the map is at least 2x2; later layers are 3x3/stride-1. So every image size builds: 28x28 gives
-  a 3x3 patch map, 32x32 a 4x4 one. The patch logits are averaged to one logit per image, (B,),
-  the MLP's contract, so its losses and fool rates mean the same for both discriminators.
+``ConvAutoencoder`` generalises the report's CIFAR10 net: per stage a size-keeping 3x3 conv and a halving 4x4/2
+conv, the norm and LeakyReLU(0.2) after every hidden layer, a conv or Linear code, and an exact mirror whose
+``output_padding`` restores any H, W >= 2**stages. ``ConvDiscriminator`` is taming-transformers' PatchGAN without
+BatchNorm (spectral norm instead, so that batches never mix), its patch logits averaged to one per image.
+``ConvClassifier`` is a plain small classifier: strided convs, then a Linear layer to one logit.
 """
 
 import math

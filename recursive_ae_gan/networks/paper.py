@@ -1,24 +1,11 @@
-"""The report's networks: the MNIST and CIFAR10 autoencoders (``model/net=report``, the image
-shape picks one) and the MLP discriminator (``model/discriminator=mlp``).
+"""The report's networks: the MNIST and CIFAR10 autoencoders (``model/net=report``, the image shape picks one) and
+the MLP discriminator (``model/discriminator=mlp``).
 
-Where the report is ambiguous (section 4.2), the choices are written down here:
-
-* Normalisation: every hidden conv / linear layer is followed by BatchNorm and LeakyReLU(0.2).
-  The report gives no activation; with plain ReLU and the report's Adam(lr=0.005) the network
-  often dies into a constant output (MNIST test MSE ~0.10, CIFAR10 BCE ~0.69). BatchNorm
-  keeps the pre-activations centred and LeakyReLU keeps gradients alive, so lr 0.005 trains.
-* MNIST: "3 conv + 3 max-pool to 64x3x3, 3 FC to a 16-d code (the report's 4x4 image)".
-  Conv 3x3 (padding 1) 1->16->32->64 channels, each followed by a 2x2 max-pool:
-  28 -> 14 -> 7 -> 3. FC 576 -> 128 -> 64 -> 16. The decoder mirrors it: FC 16 -> 64 ->
-  128 -> 576, then three transposed convs 64->32->16->1 growing 3 -> 7 -> 14 -> 28.
-* CIFAR10: 7 conv layers each way; 3x3/stride 1/padding 1 layers keep the size, 4x4/stride 2
-  layers halve it. The report's "padding 2" would give 17x17 from 32x32, so padding 1 is
-  used. Channels: 8 after the first layer, doubling at every downsampling layer (every two
-  layers) to 64: 3 -> 8 -> 16 -> 16 -> 32 -> 32 -> 64 -> 64, code 64x4x4. The decoder is
-  the mirror with 4x4/stride 2 transposed convs to double the size.
-* Discriminator: 4 fully connected layers from the flattened image to one logit
-  (hidden sizes from the config, default 512, 256, 128), LeakyReLU(0.2), no normalisation
-  so that one call on a concatenation of batches equals separate calls.
+Where the report is ambiguous (section 4.2), the choices: every hidden layer is followed by BatchNorm and
+LeakyReLU(0.2) (the report names no activation; with plain ReLU its lr 0.005 kills the networks, docs/results.md);
+the CIFAR10 net's halving convs use padding 1 (the report's "padding 2" would give 17x17); its channels double at
+every halving, 8 -> 16 -> 32 -> 64, to a 64x4x4 code; the discriminator has no normalisation, so that one call on
+a concatenation of batches equals separate calls.
 """
 
 import math

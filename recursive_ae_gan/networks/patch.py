@@ -1,18 +1,9 @@
-"""A tile autoencoder: ``model/net=patch``, the tuned CIFAR10 recipes' network.
+"""A tile autoencoder: ``model/net=patch``, the tuned CIFAR10 recipes' network (why: docs/results.md, "Tuned recipes").
 
-Why it exists: on the CIFAR10 subset here, a *linear* code of each 8x8 tile (the PCA of the training
-tiles, 64 numbers per tile, 64x4x4 = the report's 1,024-number code) reconstructs the test images to BCE
-0.5494, better than the report's deep conv net after 200 epochs (0.5538, docs/results.md). With so mild
-a compression (3,072 pixels to 1,024 numbers) a reconstruction needs every pixel's detail, which a
-linear tile code keeps and stride-2 conv stages trade for features. This net is that transform, learnt:
-
-* Encoder: a ``patch``x``patch``/stride-``patch`` conv, one code cell of ``code_channels`` numbers per tile.
-* Decoder: a transposed conv that pastes every tile back, as *pixel values*. A sigmoid on a linear
-  decoder cannot reach the many pixels near 0 and 1 without huge logits (trained that way, the same
-  net stalls at BCE 0.5531); so the pixels are clamped to [eps, 1 - eps] and returned as their logits,
-  the contract every autoencoder keeps (``torch.sigmoid`` of the output gives the clamped pixels back).
-* No normalisation and no activation: the code of one image never depends on the rest of the batch,
-  and every recursive step (the decoder's output fed back in) sees the same function.
+The encoder is a ``patch``x``patch``/stride-``patch`` conv (one code cell of ``code_channels`` numbers per tile);
+the decoder, a transposed conv that pastes every tile back as pixel values, clamped to [eps, 1 - eps] and returned
+as their logits (the contract of every autoencoder). No normalisation, no activation: an image's code never
+depends on the rest of the batch, and every recursive step sees the same function.
 """
 
 from collections.abc import Sequence

@@ -1,33 +1,9 @@
 """Training throughput of the framework against plain PyTorch: ``python -m recursive_ae_gan.bench``.
 
-For every dataset, autoencoder network (``bench.nets``: ``conf/model/net/`` names, the report's by default;
-``patch`` and ``mnist_tuned`` are the tuned recipes'), model (ae, rae, ae_gan, rae_gan) and batch size, two paths
-train on the same synthetic uint8 images of the dataset's shape:
-
-* framework: the LightningModule of the composed ``conf/train.yaml`` (``data=.. model=.. model/net=..``), built
-  as training builds it (``instantiate(cfg.model, image_shape=...)`` from the data's image shape) and
-  fitted by a real ``lightning.Trainer`` (no logger, checkpoints, progress bar or validation) over
-  the real ``ImageDataModule`` loaders;
-* plain: ``PlainLoop``, the same networks (the autoencoder built from the same config, ``MLPDiscriminator(shape,
-  hidden)``), losses, fused Adam, recursion and D/AE alternation in a bare loop that can be resumed
-  for any number of batches.
-
-Why interleaved: the load of other processes drifts over seconds, so two runs timed one after the
-other compare two different machines. Here both paths run in one process, in lockstep over the same
-batches: the fit's ``Interleave`` callback counts the framework's batches, and after each window of
-``window_images`` images it times the plain loop's next window of the same batches right there
-(``PlainLoop.train``), with a device sync at every boundary. So the windows alternate framework,
-plain, framework, plain, ... A row's ratio is the median of the pair ratios (each framework window
-against the plain window right after it), printed with their interquartile range; a burst of load
-spoils a pair or two, not the median. The throughputs are the median windows of each path.
-
-On the CPU the clock is this process's CPU time (``bench.clock=process``) and torch runs one thread: a
-window then does not count the time other processes hold the core, and two threads do not wait on each
-other's descheduled partner; on a GPU it is the wall clock. Both paths first train ``warmup_steps``
-untimed batches (compilation, cuDNN autotuning). Rows are
-printed with the peak memory of the row (both paths live at once), written to ``<out_dir>/<time>.csv``,
-and the last line is ``min ratio: X``, the smallest median. Results and the GPU fast path:
-docs/benchmarks.md.
+For every dataset, network (``bench.nets``), model and batch size, the composed ``conf/train.yaml``'s
+LightningModule, fitted by a real ``Trainer``, and ``PlainLoop``, the same training in a bare loop, train on the
+same synthetic images in interleaved windows; a row's ratio is the median of the window pairs' ratios, printed with
+their spread, and every row goes to ``<out_dir>/<time>.csv``. The method and the figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations

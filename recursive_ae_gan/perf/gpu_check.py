@@ -1,27 +1,10 @@
 """One command for a lent GPU: ``python -m recursive_ae_gan.gpu_check`` (``make gpu-check``), one markdown report.
 
-It needs nothing but the package and its install (no datasets, no network): it writes a CIFAR10-shaped
-fixture in torchvision's on-disk format (smooth random blobs, so the autoencoders have something to
-learn), then, section by section:
-
-1. train: every model (ae, rae, ae_gan, rae_gan) trains on it with ``trainer=gpu`` (on-device data,
-   bf16) and again with ``model.compile=true model.channels_last=true``, through ``train.train`` on the
-   composed ``conf/train.yaml``; each run must end with finite logged losses and a validation loss below
-   its first epoch's. The game starts after one warm-up epoch, so it is trained too.
-2. bench: the framework/plain table of ``recursive_ae_gan.bench`` (the report's networks, its GPU
-   defaults: batch 64, 256, 1024, bf16, compiled), with shorter windows to fit the time; where a ratio is
-   below 0.95, 20 framework steps of the lowest row under torch.profiler (top operators, the GPU's busy
-   share of the wall time, the trace).
-3. sweep: runs per minute of a short protocol through the real CLI multirun with ``hydra/launcher=gpus``
-   at each ``jobs_per_gpu`` (1, 2, 4, 8).
-4. ddp: with two or more GPUs, the game (rae_gan) under ``trainer/strategy=ddp`` through the CLI.
-
-The report (``--out``, rewritten after every section, so a run cut short keeps what it measured) has the
-versions, one table per section and the wall time of each; it is meant to be pasted into
-docs/benchmarks.md as it is. The exit status is 1 when a check failed.
-
-``--quick`` runs the same sections on the CPU in well under a minute (tiny data, the bench's quick rows,
-``channels_last`` without ``compile``, which takes minutes to compile on a CPU); the test suite runs it.
+On a CIFAR10-shaped fixture it writes itself (no datasets, no network), section by section: every model trains
+with ``trainer=gpu`` (and compiled, channels-last); the bench's GPU rows (profiled where a ratio is below 0.95);
+sweep throughput with ``hydra/launcher=gpus`` at each ``jobs_per_gpu``; with two GPUs, the game under DDP. The
+report is rewritten after every section; the exit status is 1 when a check failed. ``--quick``: the same on the
+CPU in under a minute (the test suite runs it). Docs: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,28 +1,10 @@
-"""Hydra's Optuna sweeper (``hydra-optuna-sweeper``, the ``sweep`` extra), with studies that continue and grid
-studies that always end. ``hydra/sweeper=optuna`` is the plugin's sweeper with :class:`StudySweeperImpl` (the
-class: ``hydra_plugins/recursive_ae_gan/optuna_sweeper.py``; its config, the plugin's under the plugin's name:
-``recursive_ae_gan.sweeps``). Docs: ``docs/scaling.md``.
+"""Hydra's Optuna sweeper with studies that continue and grid studies that always end (``hydra/sweeper=optuna``).
 
-Continuing. The plugin numbers its jobs from 0 in every run and builds its sampler from the same seed, so a second
-run on a stored study (``hydra.sweeper.storage`` and ``study_name``) put its first trial, the study's next one, in
-job directory 0, over trial 0's run, and drew trial 0's parameters again. Here a run on a stored study goes on:
-
-- job ``i`` is the study's trial ``i`` (its directory ``<sweep dir>/i``), so a run adds directories and never
-  reuses an earlier trial's (where ``run.continuation`` would take that trial's run for its own);
-- ``n_trials`` counts every finished trial of the study (complete, failed, pruned): a run adds the rest, or none;
-- a trial still RUNNING was left by a run that was killed (one sweep per study at a time: nothing else can be
-  telling it); it is told FAIL, counts as a failed trial, and its directory stays as the kill left it;
-- the sampler's ``seed`` (when it has one) is the configured seed plus the number of trials the study holds: a
-  new study draws what its seed says, a continued one draws new points, and the same commands give the same study.
-
-Grids. Optuna's ``GridSampler`` calls ``Study.stop()`` once the last grid point is told, which raises outside
-``Study.optimize``; the plugin asks and tells its trials itself, and ignores that error for a completed trial
-but not for a failed one. So a grid study whose last trial failed ended in a traceback, without
-``optimization_results.yaml`` or the sweep's summary line. Here the grid is built as the plugin builds it, but as
-a :class:`GridSampler` that leaves the end of the study to the trial count, the grid's size; a continued grid
-study goes on with the points it has not run.
-
-Imported only when a sweep instantiates the sweeper: optuna is optional, and slow to import.
+A run on a stored study (``hydra.sweeper.storage``, ``study_name``) goes on to ``n_trials`` in all: job ``i`` is
+the study's trial ``i`` (its own directory), a trial a kill left RUNNING is told FAIL, and the sampler's seed moves
+on by the trials held, so a continued study draws new points. A grid study ends even when its last trial fails,
+and a continued one runs the points it has not run. Imported only when a sweep instantiates the sweeper (optuna
+is optional and slow to import). Why and how: docs/scaling.md, "Optuna".
 """
 
 from __future__ import annotations
