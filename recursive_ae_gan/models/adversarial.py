@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
     ``target`` weights, the ``report`` policy's freeze) by averaging them first (an all-reduce queued on
     the device), so that every rank takes the same steps.
 
-    Args (beyond ``RecursiveAutoencoder``'s):
+    Args (``RecursiveAutoencoder``'s, passed on as keywords, and):
         discriminator: the discriminator's config (``conf/model/discriminator/``): images -> one logit each.
         d_lr / d_betas: Adam's, for the discriminator (report: lr 0.001).
         warmup_epochs: epochs of reconstruction-only training before the game starts.
@@ -46,14 +46,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
     def __init__(
         self,
-        net: NetSpec,
         discriminator: NetSpec,
-        image_shape: Sequence[int],
-        recursion_depth: int = 0,
-        depth_schedule: Literal["sum", "cycle"] = "sum",
-        loss: Literal["mse", "bce"] | None = None,
-        lr: float = 5e-3,
-        betas: Sequence[float] = (0.9, 0.999),
         d_lr: float = 1e-3,
         d_betas: Sequence[float] = (0.9, 0.999),
         warmup_epochs: int = 5,
@@ -62,21 +55,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         balance: BalanceName = "target",
         target_gain: float = 0.002,
         adv_weight_bounds: Sequence[float] | None = None,
-        scheduler: dict | None = None,
-        eval_depth: int | None = None,
-        compile: bool = False,
-        channels_last: bool = False,
-        divergence_check_every: int | None = None,
-        step_weights: Sequence[float] | None = None,
-        recursion_warmup_epochs: int = 0,
         d_translate: int = 0,
+        **autoencoder: Any,
     ) -> None:
-        super().__init__(
-            net=net, image_shape=image_shape, recursion_depth=recursion_depth, depth_schedule=depth_schedule,
-            loss=loss, lr=lr, betas=betas, scheduler=scheduler, eval_depth=eval_depth, compile=compile,
-            channels_last=channels_last, divergence_check_every=divergence_check_every, step_weights=step_weights,
-            recursion_warmup_epochs=recursion_warmup_epochs,
-        )  # fmt: skip
+        super().__init__(**autoencoder)
+        recursion_warmup_epochs, depth = self.hparams.recursion_warmup_epochs, self.depth
         if recursion_warmup_epochs > warmup_epochs:
             raise UserError(
                 f"model.recursion_warmup_epochs={recursion_warmup_epochs} must be <= model.warmup_epochs="
@@ -90,12 +73,12 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             )
         self.balance = BALANCE_POLICIES[balance](BalanceSettings(target_gain, low, high))
         self.automatic_optimization = False
-        self.discriminator = build(discriminator, image_shape)
-        if compile:
+        self.discriminator = build(discriminator, self.hparams.image_shape)
+        if self.hparams.compile:
             self.discriminator.compile()
         # One adversarial weight per judged step; a buffer, so checkpoints carry the policy's state.
-        self.register_buffer("adv_weights", torch.full((recursion_depth + 1,), float(adv_weight)))
-        self.game_stat_names = game_stat_names(recursion_depth)
+        self.register_buffer("adv_weights", torch.full((depth + 1,), float(adv_weight)))
+        self.game_stat_names = game_stat_names(depth)
         self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
         self.game_batches = 0
         self.game_metrics = nn.ModuleDict({split: judge_metrics(self.eval_depth) for split in ("val", "test")})

@@ -121,14 +121,8 @@ def check_node(node: DictConfig, key: str) -> None:
         target = get_object(node._target_)
     except Exception as err:  # ImportError, AttributeError, ...: the path does not name an object
         raise UserError(f"{key}._target_={node._target_!r} cannot be imported ({err})") from None
-    function = target.__init__ if inspect.isclass(target) else target
-    parameters = inspect.signature(target).parameters
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # a third-party annotation that does not resolve: check names only
-        hints = {}
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     own = node._target_.startswith("recursive_ae_gan.")
+    parameters, hints, open_ended = arguments(target, own)
     ranges = RANGES if own else TRAINER_RANGES if node._target_.endswith("Trainer") else {}
     for name in node:
         full = f"{key}.{name}"
@@ -153,6 +147,28 @@ def check_node(node: DictConfig, key: str) -> None:
             test, expected = ranges[name]
             if not test(value):
                 raise UserError(f"{full}={_show(value)}: expected {expected}")
+
+
+def arguments(target: Callable, own: bool) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """A target's named arguments, their type hints, and whether it takes any other keyword (``**kwargs``).
+
+    A class of this package whose ``__init__`` takes ``**kwargs`` passes them on to its parent's: its arguments are
+    its own and its parent's (``AdversarialAutoencoder`` takes ``RecursiveAutoencoder``'s)."""
+    parameters: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    for cls in target.__mro__ if inspect.isclass(target) else [target]:
+        function = cls.__init__ if inspect.isclass(target) else cls
+        signature = inspect.signature(function)
+        named = {n: p for n, p in signature.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        parameters |= {n: p for n, p in named.items() if n != "self" and n not in parameters}
+        try:
+            hints = typing.get_type_hints(function) | hints
+        except Exception:  # a third-party annotation that does not resolve: check names only
+            pass
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        if not (open_ended and own):
+            return parameters, hints, open_ended
+    return parameters, hints, open_ended
 
 
 def _check_value(value: Any, hint: Any, key: str) -> None:

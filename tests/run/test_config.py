@@ -100,6 +100,10 @@ CONFIG_ERRORS = [
     (["model/net=conv", "+model.net.stage=2"], r"model\.net\.stage is not an argument of .*ConvAutoencoder"),
     (["model/net=conv", "model.net.widths=[8,x]"], r"model\.net\.widths=\[8, 'x'\]: expected a list of integers"),
     (["model=ae_gan", "model.d_lr=0"], r"model\.d_lr=0: expected > 0"),
+    # The game's model takes the autoencoder's arguments as **kwargs: they are checked as the autoencoder's.
+    (["model=rae_gan", "model.recursion_depth=two"], r"model\.recursion_depth='two': expected an integer"),
+    (["model=ae_gan", "model.lr=0"], r"model\.lr=0: expected > 0"),
+    (["model=ae_gan", "+model.recursion_dept=1"], r"not an argument of .*AdversarialAutoencoder \(did you mean rec"),
     (["trainer.max_epochs=-2"], r"trainer\.max_epochs=-2: expected >= -1"),
     (["+callbacks.grid.num_images=3"], r"callbacks\.grid=\{'num_images': 3\} has no _target_"),
     (["callbacks.reconstruction_grid.num_images=many"], r"callbacks\.reconstruction_grid\.num_images='many'"),
