@@ -22,13 +22,15 @@ from torchvision.utils import save_image
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models.metrics import REPORTED_METRICS
+from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run import console
 from recursive_ae_gan.run.atomic import atomic_open, atomic_write
 from recursive_ae_gan.run.callbacks import reconstruction_grid
 from recursive_ae_gan.run.checkpoints import check_exists
 from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of, upgrade_old_run_config
 
-GAME_METRICS = ("fool_rate", "d_fake_mean")  # adversarial models only
+GAME_METRICS = ("fool_rate", "d_fake_mean", "d_auc", "d_balanced_acc")  # adversarial models only
+JUDGE_METRICS = ("judge_acc", "judge_auc", "judge_p")  # the two-sample test of realism
 
 
 def bce_floor(images: torch.Tensor) -> float:
@@ -87,6 +89,11 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_model_summary=False,
     )
     (tested,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    if cfg.get("realism") is not None:  # a fresh judge per step: the slow part, with its own progress bar
+        judge_accelerator = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
+        images = {split: datamodule.images(split) for split in ("train", "test")}
+        test_cfg = instantiate(cfg.realism)
+        tested |= realism(model, images["train"], images["test"], max_depth, test_cfg, judge_accelerator)
     result = {
         "ckpt_path": str(ckpt.resolve()),
         "run_dir": str(run_dir_of(ckpt)),
@@ -105,13 +112,15 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def step_table(result: dict) -> str:
-    """One markdown row per recursion step; ``*`` marks the steps the model was trained on."""
-    names = [*REPORTED_METRICS, *(m for m in GAME_METRICS if f"test/step_0/{m}" in result)]
-    rows = [
-        [f"{step}{'*' if step <= result['recursion_depth'] else ''}"]
-        + [format_value(result.get(f"test/step_{step}/{name}")) for name in names]
-        for step in range(result["max_depth"] + 1)
-    ]
+    """One markdown row per recursion step; ``*`` marks the steps the model was trained on. The judge's accuracy
+    shows its 95% interval."""
+    names = [m for m in (*REPORTED_METRICS, *GAME_METRICS, *JUDGE_METRICS) if f"test/step_0/{m}" in result]
+    rows = []
+    for step in range(result["max_depth"] + 1):
+        values = {name: format_value(result.get(f"test/step_{step}/{name}")) for name in names}
+        if "judge_acc" in values and (low := result.get(f"test/step_{step}/judge_acc_low")) is not None:
+            values["judge_acc"] += f" [{low:.3f}, {result[f'test/step_{step}/judge_acc_high']:.3f}]"
+        rows.append([f"{step}{'*' if step <= result['recursion_depth'] else ''}", *values.values()])
     return markdown_table(["step", *names], rows)
 
 
@@ -123,7 +132,11 @@ def hydra_main(cfg: DictConfig) -> None:
     print(step_table(result))
     print(f"* trained steps; BCE floor of these test images (their pixels' entropy): {result['test/bce_floor']:.4f}")
     if "test/d_real_acc" in result:
-        print(f"discriminator accuracy on real test images: {result['test/d_real_acc']:.4f}")
+        print(f"discriminator accuracy on real test images: {result['test/d_real_acc']:.4f}; d_auc, d_balanced_acc: "
+              "its skill at telling each step from real images, apart from its bias")  # fmt: skip
+    if "test/step_0/judge_acc" in result:
+        print("judge_acc: a fresh judge's accuracy at telling each step's reconstructions from real test images "
+              "[95% interval]; 0.5 is chance, p its one-sided binomial p-value")  # fmt: skip
     print(f"wrote {Path(result['ckpt_path']).parent / 'eval.json'} and eval.png")
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models.augment import random_translate
-from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build
+from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build, make_scheduler
 from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceName, BalanceSettings
 from recursive_ae_gan.models.divergence import mean_over_ranks
-from recursive_ae_gan.models.losses import discriminator_loss, fool_rates, generator_losses, real_accuracy
+from recursive_ae_gan.models.losses import GAME_LOSSES, GameLossName, fool_rates, r1_penalty, real_accuracy
 
 
 class AdversarialAutoencoder(RecursiveAutoencoder):
@@ -35,13 +36,17 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         d_lr / d_betas: Adam's, for the discriminator (report: lr 0.001).
         warmup_epochs: epochs of reconstruction-only training before the game starts.
         adv_weight: weight of the adversarial loss (initial weight under ``target``).
-        adv_loss: ``minimax`` (the report's ``log(1 - D(x'))``) or ``non_saturating``.
+        adv_loss: the game's losses (``models.losses.GAME_LOSSES``): ``minimax`` (the report's: D's BCE, the
+            autoencoder minimises ``log(1 - D(x'))``), ``non_saturating`` (``-log D(x')``) or ``hinge``.
         balance: a policy of ``models.balance``: ``alternate`` (both every batch), ``report`` (freeze D while
             it tells fakes with more than 50% accuracy) or ``target`` (per-step weights steered to a 50% fool rate).
         target_gain / adv_weight_bounds: the ``target`` controller's gain and weight range; bounds ``None``
             take the loss's measured range (``ADV_WEIGHT_BOUNDS``).
         d_translate: in training, D sees every image shifted by up to this many pixels (``random_translate``);
             0: as they are. Validation and test judge the images as they are.
+        r1_gamma: the weight of the R1 penalty on D's gradient at real images (``losses.r1_penalty``); 0: none.
+        d_scheduler: D's learning-rate schedule (its optimizer argument left out), stepped once per epoch of the
+            game; ``None``: the autoencoder's ``scheduler``.
     """
 
     def __init__(
@@ -51,11 +56,13 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         d_betas: Sequence[float] = (0.9, 0.999),
         warmup_epochs: int = 5,
         adv_weight: float = 0.01,
-        adv_loss: Literal["minimax", "non_saturating"] = "minimax",
+        adv_loss: GameLossName = "minimax",
         balance: BalanceName = "target",
         target_gain: float = 0.002,
         adv_weight_bounds: Sequence[float] | None = None,
         d_translate: int = 0,
+        r1_gamma: float = 0.0,
+        d_scheduler: dict | None = None,
         **autoencoder: Any,
     ) -> None:
         super().__init__(**autoencoder)
@@ -78,10 +85,11 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             self.discriminator.compile()
         # One adversarial weight per judged step; a buffer, so checkpoints carry the policy's state.
         self.register_buffer("adv_weights", torch.full((depth + 1,), float(adv_weight)))
-        self.game_stat_names = game_stat_names(depth)
+        self.game_loss = GAME_LOSSES[adv_loss]
+        self.game_stat_names = game_stat_names(depth, with_r1=r1_gamma > 0)
         self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
         self.game_batches = 0
-        self.game_metrics = nn.ModuleDict({split: judge_metrics(self.eval_depth) for split in ("val", "test")})
+        self.game_metrics = nn.ModuleDict({split: discriminator_metrics(self.eval_depth) for split in ("val", "test")})
 
     @property
     def adv_weight_bounds(self) -> tuple[float, float]:
@@ -107,19 +115,21 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
 
         # Discriminator: real images against every step's detached reconstructions, one call.
         with self.toggled_optimizer(opt_d):
-            d_logits = self.judge(torch.cat([x, fakes.detach().flatten(0, 1)]))
+            reals = x.detach().requires_grad_() if self.hparams.r1_gamma else x
+            d_logits = self.discriminate(torch.cat([reals, fakes.detach().flatten(0, 1)]))
             real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
-            d_loss = discriminator_loss(real_logits, fake_logits)
+            d_loss = self.game_loss.discriminator(real_logits, fake_logits)
+            r1 = r1_penalty(real_logits, reals, self.hparams.r1_gamma) if self.hparams.r1_gamma else None
             self.check_finite(d_loss, "discriminator loss", batch_idx)
             rates = mean_over_ranks(fool_rates(fake_logits.detach()))  # every rank decides alike
             frozen = not self.balance.discriminator_steps(fake_logits.detach())
             if not frozen:
-                self._step(opt_d, d_loss)
+                self._step(opt_d, d_loss if r1 is None else d_loss + r1)
 
         # Autoencoder: reconstruction plus the weighted adversarial loss, D frozen by the toggle.
         with self.toggled_optimizer(opt_ae):
-            fake_logits_for_ae = self.judge(fakes.flatten(0, 1)).view(steps, batch)
-            g_per_step = generator_losses(fake_logits_for_ae, self.hparams.adv_loss)
+            fake_logits_for_ae = self.discriminate(fakes.flatten(0, 1)).view(steps, batch)
+            g_per_step = self.game_loss.generator(fake_logits_for_ae)
             g_loss = (self.adv_weights * g_per_step).mean()
             self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx)
             self._step(opt_ae, rec_loss + g_loss)
@@ -136,12 +146,13 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
                 rates,
                 d_fake_mean,
                 self.adv_weights,
+                *([] if r1 is None else [r1.detach().view(1)]),
             ]
         )
         self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
         self.game_batches += 1
 
-    def judge(self, images: torch.Tensor) -> torch.Tensor:
+    def discriminate(self, images: torch.Tensor) -> torch.Tensor:
         """D's logits in training: through ``random_translate`` when ``d_translate`` asks for it."""
         shift = self.hparams.d_translate
         return self.discriminator(random_translate(images, shift) if shift else images)
@@ -159,10 +170,12 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             means = self.game_stats_sum / self.game_batches  # every rank has as many batches: mean of means
             self.log_dict(dict(zip(self.game_stat_names, means, strict=True)), sync_dist=True)
             self.game_stats_sum, self.game_batches = None, 0
-        schedulers = self.lr_schedulers() or []  # None, or one per optimizer: [autoencoder, discriminator]
-        # D does not step in warm-up: its schedule starts with the game (no step before its optimizer's).
-        for scheduler in schedulers[:1] if self.in_warmup() else schedulers:
-            scheduler.step()
+        schedulers = self.lr_schedulers() or []
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        _, opt_d = self.optimizers()
+        for scheduler in schedulers:  # D's starts with the game: no step before its optimizer's first
+            if not (self.in_warmup() and scheduler.optimizer is opt_d.optimizer):
+                scheduler.step()
 
     def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
         images = super()._evaluate(x, split)
@@ -172,9 +185,15 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         metrics = self.game_metrics[split]
         metrics["d_real_acc"].update(real_accuracy(real_logits), batch)
         rates, d_fake_mean = fool_rates(fake_logits), torch.sigmoid(fake_logits.float()).mean(1)
+        real = torch.cat(
+            [torch.ones_like(real_logits, dtype=torch.long), torch.zeros_like(real_logits, dtype=torch.long)]
+        )
         for i in range(steps):
             metrics[f"step_{i}/fool_rate"].update(rates[i], batch)
             metrics[f"step_{i}/d_fake_mean"].update(d_fake_mean[i], batch)
+            step_logits = torch.cat([real_logits, fake_logits[i]]).float()
+            metrics[f"step_{i}/d_auc"].update(step_logits, real)
+            metrics[f"step_{i}/d_balanced_acc"].update((step_logits > 0).long(), real)
         for name, metric in metrics.items():
             self.log(f"{split}/{name}", metric, batch_size=batch)
         return images
@@ -183,28 +202,40 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         return f"model.lr (now {self.hparams.lr}) or model.d_lr (now {self.hparams.d_lr})"
 
     def configure_optimizers(self):
-        optimizers = [
-            adam(self.net.parameters(), self.hparams.lr, self.hparams.betas),
-            adam(self.discriminator.parameters(), self.hparams.d_lr, self.hparams.d_betas),
+        opt_ae = adam(self.net.parameters(), self.hparams.lr, self.hparams.betas)
+        opt_d = adam(self.discriminator.parameters(), self.hparams.d_lr, self.hparams.d_betas)
+        hp = self.hparams
+        d_schedule = hp.d_scheduler if hp.d_scheduler is not None else hp.scheduler
+        schedules = [
+            (opt, config) for opt, config in ((opt_ae, hp.scheduler), (opt_d, d_schedule)) if config is not None
         ]
-        if self.hparams.scheduler is None:
-            return optimizers
-        return optimizers, [self.make_scheduler(opt) for opt in optimizers]
+        if not schedules:
+            return [opt_ae, opt_d]
+        return [opt_ae, opt_d], [make_scheduler(config, opt) for opt, config in schedules]
 
 
-def game_stat_names(depth: int) -> list[str]:
+def game_stat_names(depth: int, with_r1: bool = False) -> list[str]:
     """The game's training statistics, logged as epoch means: the losses, D's accuracy on real images, whether
-    D was frozen, and per judged step 0..depth its fool rate, mean output and adversarial weight."""
+    D was frozen, per judged step 0..depth its fool rate, mean output and adversarial weight, and the R1 penalty."""
     steps = range(depth + 1)
     return [
         "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
         *(f"train/step_{i}/fool_rate" for i in steps),
         *(f"train/step_{i}/d_fake_mean" for i in steps),
         *(f"train/step_{i}/adv_weight" for i in steps),
+        *(["train/r1"] if with_r1 else []),
     ]  # fmt: skip
 
 
-def judge_metrics(depth: int) -> nn.ModuleDict:
-    """D's verdicts on one split: its accuracy on real images, and per step 0..depth its mean output and fool rate."""
-    per_step = {f"step_{i}/{name}": MeanMetric() for i in range(depth + 1) for name in ("d_fake_mean", "fool_rate")}
+def discriminator_metrics(depth: int) -> nn.ModuleDict:
+    """D's verdicts on one split: its accuracy on real images, and per step 0..depth its mean output, fool rate,
+    and its threshold-free view: the ROC AUC and balanced accuracy of real images against that step's
+    reconstructions (its skill, apart from the bias a fool rate also measures)."""
+    per_step = {}
+    for i in range(depth + 1):
+        per_step |= {f"step_{i}/d_fake_mean": MeanMetric(), f"step_{i}/fool_rate": MeanMetric()}
+        per_step |= {
+            f"step_{i}/d_auc": BinaryAUROC(),
+            f"step_{i}/d_balanced_acc": MulticlassAccuracy(2, average="macro"),
+        }
     return nn.ModuleDict({"d_real_acc": MeanMetric()} | per_step)

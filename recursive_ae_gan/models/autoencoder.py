@@ -27,6 +27,11 @@ def adam(params, lr: float, betas: Sequence[float]) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
 
 
+def make_scheduler(config: dict, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """A learning-rate scheduler from its config, which leaves the optimizer out (``model.scheduler``)."""
+    return instantiate(config, _partial_=True)(optimizer)
+
+
 def build(spec: NetSpec, image_shape: Sequence[int]) -> nn.Module:
     """A network from its config, sized for ``image_shape`` (the data's ``(C, H, W)``)."""
     return instantiate(spec, image_shape=list(image_shape), _convert_="all")
@@ -219,11 +224,8 @@ class RecursiveAutoencoder(L.LightningModule):
         """Images of steps 0..eval_depth ``(S, B, C, H, W)``: ``Trainer.predict`` (``reconstruct`` command)."""
         return self(x, self.eval_depth)
 
-    def make_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-        return instantiate(self.hparams.scheduler, _partial_=True)(optimizer)
-
     def configure_optimizers(self):
         optimizer = adam(self.net.parameters(), self.hparams.lr, self.hparams.betas)
         if self.hparams.scheduler is None:
             return optimizer
-        return [optimizer], [self.make_scheduler(optimizer)]
+        return [optimizer], [make_scheduler(self.hparams.scheduler, optimizer)]

@@ -7,6 +7,10 @@ discriminator logits ``(B,)`` for real images and ``(S, B)`` for the S judged st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -50,17 +54,54 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return 0.5 * (real + fake)
 
 
-def generator_losses(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """The autoencoder's adversarial loss per judged step: ``(S, B)`` -> ``(S,)``.
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The hinge loss of D (taming-transformers', SAGAN's): real logits pushed above 1, fake ones below -1."""
+    return 0.5 * (F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean())
 
-    ``minimax`` minimises ``log(1 - D(x'))`` as in the report (= ``-softplus(logit)``);
-    ``non_saturating`` minimises ``-log D(x')`` (= ``softplus(-logit)``), whose gradient does
-    not vanish when D is confident.
-    """
-    fake_logits = fake_logits.float()
-    if kind == "minimax":
-        return -F.softplus(fake_logits).mean(1)
-    return F.softplus(-fake_logits).mean(1)
+
+def minimax_generator_losses(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The report's ``log(1 - D(x'))`` per judged step (= ``-softplus(logit)``), minimised: ``(S, B)`` -> ``(S,)``."""
+    return -F.softplus(fake_logits.float()).mean(1)
+
+
+def non_saturating_generator_losses(fake_logits: torch.Tensor) -> torch.Tensor:
+    """``-log D(x')`` per judged step (= ``softplus(-logit)``), whose gradient does not vanish when D is sure."""
+    return F.softplus(-fake_logits.float()).mean(1)
+
+
+def hinge_generator_losses(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The hinge game's generator loss per judged step: ``-D(x')``, its logit."""
+    return -fake_logits.float().mean(1)
+
+
+@dataclass(frozen=True)
+class GameLoss:
+    """One adversarial loss: D's (real logits ``(B,)``, fake logits ``(S, B)`` -> a scalar) and the autoencoder's
+    per judged step (fake logits ``(S, B)`` -> ``(S,)``)."""
+
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+
+
+# model.adv_loss: the losses of the game.
+GAME_LOSSES = {
+    "minimax": GameLoss(discriminator_loss, minimax_generator_losses),
+    "non_saturating": GameLoss(discriminator_loss, non_saturating_generator_losses),
+    "hinge": GameLoss(hinge_discriminator_loss, hinge_generator_losses),
+}
+GameLossName = Literal[tuple(GAME_LOSSES)]
+
+
+def generator_losses(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The autoencoder's adversarial loss per judged step under ``model.adv_loss=kind``: ``(S, B)`` -> ``(S,)``."""
+    return GAME_LOSSES[kind].generator(fake_logits)
+
+
+def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The R1 penalty (Mescheder et al. 2018): ``gamma / 2`` times the mean squared norm of D's gradient on the real
+    images ``reals`` (which require grad; ``real_logits`` are D's on them). The graph is kept, so that D learns it."""
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), reals, create_graph=True)
+    return 0.5 * gamma * grad.float().square().flatten(1).sum(1).mean()
 
 
 def fool_rates(fake_logits: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ returns one logit per image, (B,), and mixes no images, so one call on a concate
 calls; an override that cannot build for the data's shape is a one-line ``UserError``.
 """
 
-from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvDiscriminator
+from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvClassifier, ConvDiscriminator
 from recursive_ae_gan.networks.paper import (
     Cifar10Autoencoder,
     MLPDiscriminator,
@@ -19,6 +19,7 @@ from recursive_ae_gan.networks.patch import PatchAutoencoder
 __all__ = [
     "Cifar10Autoencoder",
     "ConvAutoencoder",
+    "ConvClassifier",
     "ConvDiscriminator",
     "MLPDiscriminator",
     "MnistAutoencoder",

@@ -158,3 +158,27 @@ class ConvDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).mean(dim=(1, 2, 3))  # (B,) logits
+
+
+class ConvClassifier(nn.Module):
+    """A small image classifier: 4x4/stride-2 convs (a layer halves only while the map is at least 2x2) with
+    LeakyReLU(0.2), then a Linear layer on the flattened map to one logit per image; images in [0, 1] are centred
+    to [-1, 1] first. The realism test's default judge (``realism/judge=conv``)."""
+
+    def __init__(self, image_shape: Sequence[int], widths: Sequence[int] = (32, 64, 128)) -> None:
+        super().__init__()
+        shape = chw(image_shape)
+        widths = [int(w) for w in widths]
+        if not widths or min(widths) < 1:
+            raise UserError(f"realism.judge.widths={override(widths)} must list at least one positive width")
+        layers: list[nn.Module] = []
+        c_in, h, w = shape
+        for width in widths:
+            stride = 2 if min(h, w) >= 2 else 1
+            layers += [nn.Conv2d(c_in, width, 4 if stride == 2 else 3, stride=stride, padding=1), nn.LeakyReLU(0.2)]
+            c_in, h, w = width, h // stride, w // stride  # (B, width, h, w)
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(c_in * h * w, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x * 2 - 1)).squeeze(1)  # (B,) logits

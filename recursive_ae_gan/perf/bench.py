@@ -33,7 +33,7 @@ from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import VARIANTS
 from recursive_ae_gan.models.autoencoder import build
 from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceSettings
-from recursive_ae_gan.models.losses import discriminator_loss, fool_rates, generator_losses, reconstruction_losses
+from recursive_ae_gan.models.losses import GAME_LOSSES, fool_rates, reconstruction_losses
 from recursive_ae_gan.networks import MLPDiscriminator
 from recursive_ae_gan.run import console
 
@@ -180,6 +180,8 @@ class PlainLoop:
         self.adversarial = "discriminator" in m
         if self.adversarial and get_object(m.discriminator._target_) is not MLPDiscriminator:
             raise UserError("the plain loop builds the report's discriminator: model/discriminator=mlp")
+        if self.adversarial and (m.get("r1_gamma") or m.get("d_scheduler") or m.get("d_translate")):
+            raise UserError("the plain loop plays the game without R1, a D schedule or DiffAugment: leave them off")
         self.m, self.shape = m, tuple(data.image_shape)
         self.device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
         torch.manual_seed(cfg.seed)  # as the framework's model: the weights are seeded right before it is built
@@ -196,6 +198,7 @@ class PlainLoop:
             self.adv_weights = torch.full((m.recursion_depth + 1,), float(m.adv_weight), device=self.device)
             low, high = m.adv_weight_bounds or ADV_WEIGHT_BOUNDS[self.loss_name]
             self.balance = BALANCE_POLICIES[m.balance](BalanceSettings(m.target_gain, low, high))
+            self.game_loss = GAME_LOSSES[m.adv_loss]
         if m.compile:
             for module in self.modules.values():
                 module.compile()
@@ -230,10 +233,10 @@ class PlainLoop:
             rates = fool_rates(fake_logits.detach())
             if self.balance.discriminator_steps(fake_logits.detach()):
                 self.opt_d.zero_grad(set_to_none=True)
-                discriminator_loss(d_logits[:batch], fake_logits).backward()
+                self.game_loss.discriminator(d_logits[:batch], fake_logits).backward()
                 self.opt_d.step()
             self.disc.requires_grad_(False)  # the autoencoder's step needs no gradients for D's weights
-            g_per_step = generator_losses(self.disc(fakes.flatten(0, 1)).view(steps, batch), m.adv_loss)
+            g_per_step = self.game_loss.generator(self.disc(fakes.flatten(0, 1)).view(steps, batch))
             loss = loss + (self.adv_weights * g_per_step).mean()
         self.opt_ae.zero_grad(set_to_none=True)
         loss.backward()

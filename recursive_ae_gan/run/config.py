@@ -68,6 +68,7 @@ RANGES: dict[str, Check] = {
     "step_weights": each(at_least(0)),
     "update_every_n_steps": at_least(1),
     "update_starting_at_step": at_least(0),
+    "epochs": at_least(1),
 }
 TRAINER_RANGES: dict[str, Check] = {
     "accelerator": ((lambda v: not isinstance(v, str) or v in ACCELERATORS), f"one of {', '.join(ACCELERATORS)}"),
@@ -88,7 +89,7 @@ TOP_LEVEL: dict[str, Any] = {
 }
 PATHS: dict[str, Any] = {"data_dir": str, "log_dir": str, "output_dir": str}  # the paths group: folders
 EXTRAS: dict[str, Any] = {"print_config": bool}  # run-wide switches, as lightning-hydra-template's extras
-GROUPS = ("data", "model", "trainer", "callbacks", "logger", "paths")
+GROUPS = ("data", "model", "trainer", "callbacks", "logger", "paths", "realism")
 
 
 def check(cfg: DictConfig) -> None:
@@ -108,6 +109,8 @@ def check(cfg: DictConfig) -> None:
             _check_value(cfg[group][key], schema[key], f"{group}.{key}")
     for group in ("data", "model", "trainer"):
         check_node(cfg[group], group)
+    if cfg.get("realism") is not None:
+        check_node(cfg.realism, "realism")
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():
             check_node(node, f"{group}.{name}")

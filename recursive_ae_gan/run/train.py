@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from recursive_ae_gan.errors import CollapsedRunError, RunFailed, user_error
 from recursive_ae_gan.models import AdversarialAutoencoder
+from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run import console
 from recursive_ae_gan.run.atomic import atomic_write
 from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
@@ -125,6 +126,12 @@ def finish(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamo
     validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}  # the last epoch's
     trainer.test(model, datamodule=datamodule)
     tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if cfg.get("realism") is not None and trainer.is_global_zero:  # the two-sample test of every trained step
+        images = {split: datamodule.images(split) for split in ("train", "test")}
+        accelerator = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
+        tested |= realism(
+            model, images["train"], images["test"], model.eval_depth, instantiate(cfg.realism), accelerator
+        )
     metrics = dict(sorted((validated | tested).items()))
     score_name = f"test/step_0/{model.loss_name}"
     variation = metrics["test/step_0/variation"]

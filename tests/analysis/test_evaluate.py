@@ -243,3 +243,17 @@ def test_evaluate_runs_trained_with_the_docs_own_data_config(data_root: Path, tm
     evaluated = json.loads((run / "checkpoints" / "eval.json").read_text())
     trained = json.loads((run / "metrics.json").read_text())
     assert evaluated["test/step_0/mse"] == pytest.approx(trained["test/step_0/mse"], rel=1e-5)
+
+
+def test_evaluate_judges_the_realism_of_every_evaluated_step_unless_told_not_to(run_dir: Path) -> None:
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    result = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "realism.epochs=2"))
+    for step in range(4):
+        low, acc, high = (result[f"test/step_{step}/judge_{m}"] for m in ("acc_low", "acc", "acc_high"))
+        assert 0 <= low <= acc <= high <= 1 and 0 <= result[f"test/step_{step}/judge_auc"] <= 1
+        assert 0 <= result[f"test/step_{step}/d_auc"] <= 1 and 0 <= result[f"test/step_{step}/d_balanced_acc"] <= 1
+    table = step_table(result).splitlines()
+    assert "judge_acc" in table[0] and "d_auc" in table[0]
+    assert table[2].split(" | ")[table[0].split(" | ").index("judge_acc")].count("[") == 1  # with its interval
+    skipped = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "~realism"))
+    assert not any("judge" in key for key in skipped)

@@ -15,6 +15,7 @@ import torch
 from helpers import BATCHES, StepIsolation, all_moved, build, fit, none_moved, snapshot
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
+from scipy.stats import mannwhitneyu
 
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder
@@ -241,3 +242,59 @@ def test_the_game_settings_are_checked_in_one_line(compose_cfg) -> None:
         "model.recursion_warmup_epochs=2 must be <= model.warmup_epochs=1: the game judges every step 0..k, so the "
         "recursion must train before it starts"
     )
+
+
+def test_d_threshold_free_view_at_test_matches_an_independent_computation(compose_cfg) -> None:
+    """``test/step_i/d_auc`` and ``d_balanced_acc``: the final D's ROC AUC and balanced accuracy of real test images
+    against step i's reconstructions, recomputed here from D's logits with scipy."""
+    datamodule, model, trainer_cfg = build(
+        compose_cfg, "model=rae_gan", "model.warmup_epochs=0", "trainer.max_epochs=1"
+    )
+    trainer = fit(datamodule, model, trainer_cfg)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    x = datamodule.images("test").float() / 255
+    model.eval()
+    with torch.no_grad():
+        steps = model(x, model.eval_depth)
+        real = model.discriminator(x)
+        for i, images in enumerate(steps):
+            fake = model.discriminator(images)
+            auc = mannwhitneyu(real.numpy(), fake.numpy()).statistic / (len(real) * len(fake))
+            balanced = ((real > 0).float().mean() + (fake <= 0).float().mean()) / 2
+            assert float(trainer.callback_metrics[f"test/step_{i}/d_auc"]) == pytest.approx(auc, abs=1e-6)
+            assert float(trainer.callback_metrics[f"test/step_{i}/d_balanced_acc"]) == pytest.approx(float(balanced))
+
+
+OWN_D_SCHEDULE = "{_target_:torch.optim.lr_scheduler.StepLR,step_size:1,gamma:0.1}"
+
+
+@pytest.mark.parametrize(("d_scheduler", "d_lr_factor"), [(None, 0.5**2), (OWN_D_SCHEDULE, 0.1**2)])
+def test_d_follows_its_own_schedule_or_the_autoencoders_from_the_game_on(compose_cfg, d_scheduler, d_lr_factor) -> None:
+    """Warm-up 1 of 3 epochs, the autoencoder halving its rate every epoch: D's schedule (its own, or the
+    autoencoder's when model.d_scheduler is null) steps in the game's 2 epochs only."""
+    overrides = ["model.warmup_epochs=1", "trainer.max_epochs=3", "model.lr=0.004", "model.d_lr=0.002"]
+    overrides.append("model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,step_size:1,gamma:0.5}")
+    if d_scheduler is not None:
+        overrides.append(f"model.d_scheduler={d_scheduler}")
+    datamodule, model, trainer_cfg = build(compose_cfg, *overrides)
+    trainer = fit(datamodule, model, trainer_cfg)
+    opt_ae, opt_d = trainer.optimizers
+    assert opt_ae.param_groups[0]["lr"] == pytest.approx(0.004 * 0.5**3)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.002 * d_lr_factor)
+
+
+def test_r1_penalises_ds_gradient_at_real_images(compose_cfg) -> None:
+    """The same first game step with and without R1: D moves differently, the autoencoder's step does not see it,
+    and the penalty is logged."""
+    game = ["model.warmup_epochs=0", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "model.d_lr=0.01"]
+    results = {}
+    for gamma in (0.0, 10.0):
+        datamodule, model, trainer_cfg = build(compose_cfg, *game, f"model.r1_gamma={gamma}")
+        trainer = fit(datamodule, model, trainer_cfg)
+        results[gamma] = (snapshot(model.discriminator), trainer.callback_metrics)
+    (d_plain, plain_metrics), (d_r1, r1_metrics) = results[0.0], results[10.0]
+    assert not none_moved(d_plain, d_r1)  # a different D update (R1 does not depend on the biases)
+    assert "train/r1" not in plain_metrics and float(r1_metrics["train/r1"]) > 0
+    assert float(r1_metrics["train/d_loss"]) == pytest.approx(
+        float(plain_metrics["train/d_loss"])
+    )  # same batch, same D

@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models.balance import report_freezes_discriminator, target_weights
 from recursive_ae_gan.models.losses import (
+    GAME_LOSSES,
     discriminator_loss,
     fake_accuracies,
     fool_rates,
     generator_losses,
+    r1_penalty,
     real_accuracy,
     reconstruction_losses,
 )
@@ -55,6 +57,34 @@ def test_generator_losses_per_step() -> None:
     torch.testing.assert_close(generator_losses(FAKE_LOGITS, "non_saturating"), -torch.log(d_fake).mean(1))
 
 
+def test_hinge_losses_by_hand() -> None:
+    real = torch.tensor([1.5, -0.5, 2.0, 0.3])  # hinge: 0, 1.5, 0, 0.7
+    fake_hinge = torch.tensor([[3.0, 0.0, 1.0, 4.0], [0.0, 0.5, 0.0, 2.0]])  # relu(1 + fake logits), per step
+    expected = 0.5 * (torch.tensor([0.0, 1.5, 0.0, 0.7]).mean() + fake_hinge.mean())
+    torch.testing.assert_close(GAME_LOSSES["hinge"].discriminator(real, FAKE_LOGITS), expected)
+    torch.testing.assert_close(generator_losses(FAKE_LOGITS, "hinge"), torch.tensor([-1.0, 5.5 / 4]))
+    assert GAME_LOSSES["minimax"].discriminator is GAME_LOSSES["non_saturating"].discriminator is discriminator_loss
+
+
+def test_r1_penalty_is_half_gamma_times_the_squared_gradient_norm_of_d_at_real_images() -> None:
+    """A linear D, logit = w . x + b, has the gradient w at every image: R1 = gamma / 2 * |w|^2, whatever x."""
+    d = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    with torch.no_grad():
+        d[1].weight.copy_(torch.arange(12.0).view(1, 12) / 10)
+    reals = torch.rand(5, 3, 2, 2, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    penalty = r1_penalty(d(reals).squeeze(1), reals, gamma=4.0)
+    expected = 0.5 * 4.0 * (torch.arange(12.0) / 10).square().sum()
+    torch.testing.assert_close(penalty, expected)
+    penalty.backward()  # D learns it: d(R1)/dw = gamma * w
+    torch.testing.assert_close(d[1].weight.grad, 4.0 * d[1].weight.detach())
+
+    # A D whose gradient varies: tanh(w . x), gradient (1 - tanh^2) w per image, by hand.
+    logits = torch.tanh(d(reals).squeeze(1))
+    slope = 1 - logits.detach() ** 2
+    by_hand = 0.5 * 2.0 * (slope**2 * (torch.arange(12.0) / 10).square().sum()).mean()
+    torch.testing.assert_close(r1_penalty(logits, reals, gamma=2.0), by_hand)
+
+
 def test_fool_rate_and_accuracy_by_hand() -> None:
     # Step 0: 2.0 and 3.0 fool D (0.0 does not); step 1: only 1.0 does.
     torch.testing.assert_close(fool_rates(FAKE_LOGITS), torch.tensor([0.5, 0.25]))
@@ -90,7 +120,7 @@ def test_target_weights_steer_toward_half_and_stay_bounded() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.adv_loss=hinge", "model.adv_loss='hinge': expected one of minimax, non_saturating"),
+        ("model.adv_loss=wasserstein", "model.adv_loss='wasserstein': expected one of minimax, non_saturating, hinge"),
         ("model.balance=foo", "model.balance='foo': expected one of alternate, report, target"),
         ("model.depth_schedule=random", "model.depth_schedule='random': expected one of sum, cycle"),
     ],

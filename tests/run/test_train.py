@@ -191,3 +191,15 @@ def test_ctrl_c_keeps_the_run_in_last_ckpt(data_root: Path, tmp_path: Path) -> N
 )
 def test_the_game_gets_the_ddp_strategy_it_needs(compose_cfg, overrides: list[str], strategy: str) -> None:
     assert strategy_for(compose_cfg(*overrides)) == strategy
+
+
+def test_realism_after_training_judges_every_trained_step(compose_cfg, tmp_path: Path) -> None:
+    """``realism=default``: after the test, a fresh judge per trained step; its verdicts go into metrics.json."""
+    judge = ["realism=default", "realism.epochs=2", "realism/judge=mlp", "realism.judge.hidden=[32,16,8]"]
+    cfg = compose_cfg("model=rae", "model.recursion_depth=1", "trainer.max_epochs=1", "collapse_threshold=0", *judge)
+    result = train(cfg)
+    for step in (0, 1):
+        low, acc, high = (result[f"test/step_{step}/judge_{m}"] for m in ("acc_low", "acc", "acc_high"))
+        assert 0 <= low <= acc <= high <= 1 and 0 <= result[f"test/step_{step}/judge_p"] <= 1
+    assert "test/step_2/judge_acc" not in result
+    assert json.loads((tmp_path / "metrics.json").read_text()) == result

@@ -8,8 +8,8 @@ shown once per epoch, as itself or as its reconstruction, drawn anew each epoch.
 8 bits, as the real images are, so that the judge cannot win on off-grid pixel values.
 
 Per step: the accuracy with its 95% Wilson interval, the ROC AUC, and the one-sided binomial p-value of the accuracy
-against chance (0.5). A judge at chance cannot tell the reconstructions from real images. Docs:
-docs/evaluation.md, "Realism".
+against chance (0.5). A judge at chance cannot tell the reconstructions from real images. ``evaluate`` runs it by
+default, a training run with ``realism=default``. Docs: docs/evaluation.md, "Realism".
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def quantized_steps(model: nn.Module, images: torch.Tensor, depth: int, batch_si
     steps = []
     for batch in images.split(batch_size):
         x = batch.to(device).float().div_(255)
-        steps.append(model(x, depth).float().mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu())
+        steps.append(model(x, depth).float().mul(255).round().clamp(0, 255).to(torch.uint8).cpu())
     model.train(was_training)
     return torch.cat(steps, dim=1)
 
@@ -107,8 +107,8 @@ class JudgeModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.judge(images.float().div(255))  # (B,) logits
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, real = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        images, real, _ = batch
         loss = nn.functional.binary_cross_entropy_with_logits(self(images), real.float())
         self.log("judge_loss", loss, prog_bar=True)
         return loss
@@ -125,12 +125,15 @@ class EpochDraws(L.LightningDataModule):
         super().__init__()
         self.real, self.fake_version, self.batch_size, self.seed = real, fake_version, batch_size, seed
 
+    def epoch_examples(self, epoch: int) -> TensorDataset:
+        """``(image, shown as itself, its index in the training images)`` for every training image, for ``epoch``."""
+        fake = shown_as_fake(len(self.real), self.seed * 1_000_003 + epoch + 1)
+        return TensorDataset(pick(self.real, self.fake_version, fake), ~fake, torch.arange(len(self.real)))
+
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        fake = shown_as_fake(len(self.real), self.seed * 1_000_003 + epoch + 1)
-        examples = TensorDataset(pick(self.real, self.fake_version, fake), ~fake)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return DataLoader(examples, batch_size=self.batch_size, shuffle=True, generator=generator)
+        return DataLoader(self.epoch_examples(epoch), batch_size=self.batch_size, shuffle=True, generator=generator)
 
 
 def judge_step(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], test_cfg: RealismTest,
@@ -157,7 +160,8 @@ def realism(
     model: nn.Module, train_images: torch.Tensor, test_images: torch.Tensor, depth: int, test_cfg: RealismTest,
     accelerator: str = "cpu", progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """The two-sample test of steps 0..depth: ``test/step_i/judge_{acc,acc_low,acc_high,auc,p}`` for each step."""
+    """The two-sample test of steps 0..depth on uint8 images ``(N, C, H, W)``: the metrics
+    ``test/step_i/judge_{acc,acc_low,acc_high,auc,p}`` of each step."""
     train_steps = quantized_steps(model, train_images, depth)
     test_steps = quantized_steps(model, test_images, depth)
     metrics: dict[str, Any] = {}
