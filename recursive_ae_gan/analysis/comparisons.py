@@ -23,8 +23,10 @@ from recursive_ae_gan.analysis.runs import (
     Group,
     Run,
     dataset_name,
+    judged_steps,
     label_overrides,
     override_key,
+    run_result,
     run_seeds,
     score_metric,
 )
@@ -117,11 +119,11 @@ def group_name(group: Group) -> str:
     return name + (f" #{group.label.rpartition(' #')[2]}" if " #" in group.label else "")
 
 
-def _values_by_seed(group: Group, metric: str) -> dict[tuple, list[float]]:
-    """``{seeds: [test/step_0/<metric> of each ok run with those seeds]}``."""
+def _values_by_seed(group: Group, key: str) -> dict[tuple, list[float]]:
+    """``{seeds: [the value of key (``test/step_0/mse``) of each ok run with those seeds]}``."""
     values: dict[tuple, list[float]] = {}
     for run in group.ok:
-        if (value := run.metrics.get(f"test/step_0/{metric}")) is not None:
+        if (value := run_result(run, key)) is not None:
             values.setdefault(run_seeds(run), []).append(value)
     return values
 
@@ -138,10 +140,10 @@ def baseline_of(variant: Group, bases: Sequence[Group], key: str) -> Group | Non
     return bases[0] if len(bases) == 1 else None
 
 
-def difference(variant: Group, base: Group, metric: str) -> tuple[Difference, int, int] | None:
-    """Variant minus baseline on ``test/step_0/<metric>``, paired over shared seeds (a seed's runs averaged where
-    a group ran it twice), else Welch's; with the two groups' numbers of runs. None when a side has no ok run."""
-    v, b = _values_by_seed(variant, metric), _values_by_seed(base, metric)
+def difference(variant: Group, base: Group, key: str) -> tuple[Difference, int, int] | None:
+    """Variant minus baseline on ``key`` (``test/step_0/mse``), paired over shared seeds (a seed's runs averaged where
+    a group ran it twice), else Welch's; with the two groups' numbers of runs. None when a side has no value."""
+    v, b = _values_by_seed(variant, key), _values_by_seed(base, key)
     if not v or not b:
         return None
     if shared := [seeds for seeds in b if seeds in v]:
@@ -152,9 +154,10 @@ def difference(variant: Group, base: Group, metric: str) -> tuple[Difference, in
     return result, sum(map(len, v.values())), sum(map(len, b.values()))
 
 
-def compare(groups: Sequence[Group], baseline: Baseline) -> tuple[list[Comparison], list[str]]:
-    """Every dataset's variants against their baseline groups, and one line for each comparison not made."""
-    comparisons, notes = [], []
+def matched(groups: Sequence[Group], baseline: Baseline) -> tuple[list[tuple[str, Group, Group]], list[str]]:
+    """``(dataset, variant, its baseline group)`` for every variant of every dataset, and one line for each variant
+    that has no baseline group to be compared with."""
+    found, notes = [], []
     datasets: dict[str | None, list[Group]] = {}
     for group in groups:
         datasets.setdefault(dataset_name(group.runs[0]), []).append(group)
@@ -170,13 +173,34 @@ def compare(groups: Sequence[Group], baseline: Baseline) -> tuple[list[Compariso
                 notes.append(f"{group_name(variant)} on {name}: not compared, {len(bases)} baseline groups and none "
                              "has its other settings")  # fmt: skip
                 continue
-            metric = next((m for run in base.ok if (m := score_metric(run))), None)  # the baseline's score
-            found = difference(variant, base, metric) if metric else None
-            if found is None:
-                lacking = group_name(variant) if base.ok else group_name(base)
-                notes.append(
-                    f"{group_name(variant)} vs {group_name(base)} on {name}: not compared, {lacking} has no ok run"
-                )
-                continue
-            comparisons.append(Comparison(str(dataset), group_name(variant), group_name(base), metric, *found))
+            found.append((str(dataset), variant, base))
+    return found, notes
+
+
+def compare(groups: Sequence[Group], baseline: Baseline) -> tuple[list[Comparison], list[str]]:
+    """Every dataset's variants against their baseline groups on the baseline's score, and one line for each
+    comparison not made."""
+    comparisons: list[Comparison] = []
+    pairs, notes = matched(groups, baseline)
+    for dataset, variant, base in pairs:
+        metric = next((m for run in base.ok if (m := score_metric(run))), None)  # the baseline's score
+        found = difference(variant, base, f"test/step_0/{metric}") if metric else None
+        if found is None:
+            lacking = group_name(variant) if base.ok else group_name(base)
+            notes.append(f"{group_name(variant)} vs {group_name(base)} on {dataset.upper()}: not compared, {lacking} "
+                         "has no ok run")  # fmt: skip
+            continue
+        comparisons.append(Comparison(dataset, group_name(variant), group_name(base), metric, *found))
     return comparisons, notes
+
+
+def compare_realism(groups: Sequence[Group], baseline: Baseline) -> list[Comparison]:
+    """Every variant against its baseline on the fresh judge's accuracy, at each step both have it (lower: the
+    judge tells the reconstructions from real images less often)."""
+    comparisons = []
+    for dataset, variant, base in matched(groups, baseline)[0]:
+        for step in sorted(set(judged_steps(variant)) & set(judged_steps(base))):
+            if found := difference(variant, base, f"test/step_{step}/judge_acc"):
+                name = f"judge_acc step {step}"
+                comparisons.append(Comparison(dataset, group_name(variant), group_name(base), name, *found))
+    return comparisons

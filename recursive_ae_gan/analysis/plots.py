@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from recursive_ae_gan.analysis.runs import Group, dataset_name, loss_curves, step_curve
+from recursive_ae_gan.analysis.runs import (
+    Group,
+    dataset_name,
+    judged_steps,
+    loss_curves,
+    run_result,
+    score_metric,
+    step_curve,
+)
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.run.atomic import atomic_open
 
@@ -92,6 +100,45 @@ def plot_test_steps(groups: Sequence[Group], path: Path) -> bool:
         ax.set(title=f"{dataset}: test {metric} per recursion step", xlabel="step (autoencoder applied step+1 times)")
         ax.set(ylabel=f"test {metric} (mean, 95% interval)")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize="small")
+    _save(fig, path)
+    return True
+
+
+MARKERS = "osD^v<>p*hX"  # one per recursion step
+
+
+def plot_perception_distortion(groups: Sequence[Group], path: Path) -> bool:
+    """Judge accuracy against distortion (Blau & Michaeli, 2018), one panel per dataset: a point per run and judged
+    step (marker: the step), and per group a line through its steps' means; ``False`` when no run was judged."""
+    panels: dict[str | None, list[tuple[Group, str, dict[int, list[tuple[float, float]]]]]] = {}
+    for group in groups:
+        metric = next((m for run in group.ok if (m := score_metric(run))), None)
+        points: dict[int, list[tuple[float, float]]] = {}
+        for step in judged_steps(group):
+            for run in group.ok:
+                acc, loss = (
+                    run_result(run, f"test/step_{step}/judge_acc"),
+                    run_result(run, f"test/step_{step}/{metric}"),
+                )
+                if acc is not None and loss is not None:
+                    points.setdefault(step, []).append((loss, acc))
+        if points:
+            panels.setdefault(dataset_name(group.runs[0]), []).append((group, metric, points))
+    if not panels:
+        return False
+    fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for ax, (dataset, lines) in zip(fig.subplots(1, len(panels), squeeze=False).ravel(), panels.items(), strict=True):
+        for group, _, points in lines:
+            means = [np.mean(points[step], axis=0) for step in sorted(points)]
+            (line,) = ax.plot(*np.array(means).T, label=f"{group.label} (n={len(group.ok)})", alpha=0.8)
+            for step, xy in sorted(points.items()):
+                ax.scatter(*np.array(xy).T, marker=MARKERS[step % len(MARKERS)], color=line.get_color(), s=22)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)  # chance: the judge cannot tell
+        for step in sorted({step for _, _, points in lines for step in points}):  # the markers' legend
+            ax.scatter([], [], marker=MARKERS[step % len(MARKERS)], color="black", s=22, label=f"step {step}")
+        ax.set(title=f"{dataset}: judge accuracy against distortion", xlabel=f"test {lines[0][1]} (distortion)",
+               ylabel="fresh judge's test accuracy (0.5: chance)")  # fmt: skip
         ax.legend(fontsize="small")
     _save(fig, path)
     return True

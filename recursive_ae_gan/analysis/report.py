@@ -13,7 +13,10 @@ differ only in their seeds form one group (``runs.group_runs``; the keys it igno
 - ``loss_curves.png``: training and validation loss per epoch of every group (mean and 95% band), read from
   its runs' TensorBoard event files;
 - ``test_steps.png``: each group's test reconstruction loss against the recursion step (mean and 95% error
-  bars), from ``metrics.json``, or from ``eval.json`` where ``recursive_ae_gan.evaluate`` tested deeper steps.
+  bars), from ``metrics.json``, or from ``eval.json`` where ``recursive_ae_gan.evaluate`` tested deeper steps;
+- where runs were judged (``evaluate``, or ``realism=default``): ``report_realism.csv``, report.md's realism
+  section (the fresh judge's accuracy per group and step over seeds, paired with the baseline) and
+  ``perception_distortion.png`` (judge accuracy against distortion).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recursive_ae_gan.analysis.comparisons import COMPARISON_COLUMNS, Baseline, Comparison, compare
-from recursive_ae_gan.analysis.plots import plot_loss_curves, plot_test_steps
+from recursive_ae_gan.analysis.comparisons import COMPARISON_COLUMNS, Baseline, Comparison, compare, compare_realism
+from recursive_ae_gan.analysis.plots import plot_loss_curves, plot_perception_distortion, plot_test_steps
+from recursive_ae_gan.analysis.realism_tables import REALISM_COLUMNS, realism_rows, realism_section
 from recursive_ae_gan.analysis.runs import (
     Group,
     Run,
@@ -89,6 +93,8 @@ class Results:
     runs: list[dict]
     comparisons: list[Comparison]
     notes: list[str]
+    realism: list[dict]  # report_realism.csv: per group and judged step
+    realism_comparisons: list[Comparison]
 
 
 def table_row(run: Run, root: Path, group: str) -> dict:
@@ -195,15 +201,23 @@ def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae
     run_rows = {id(run): table_row(run, root, group_of[id(run)]) for run in runs}
     rows = [group_row(group, [run_rows[id(run)] for run in group.runs]) for group in groups]
     comparisons, notes = compare(groups, base)
-    results = Results(rows, list(run_rows.values()), comparisons, notes)
+    realism = realism_rows(groups)
+    results = Results(rows, list(run_rows.values()), comparisons, notes, realism, compare_realism(groups, base))
     _write_csv(root / "report.csv", GROUP_COLUMNS, rows)
     _write_csv(root / "report_runs.csv", COLUMNS, results.runs)
-    _write_csv(root / "report_comparisons.csv", COMPARISON_COLUMNS, [c.row() for c in comparisons])
+    all_comparisons = [*comparisons, *results.realism_comparisons]
+    _write_csv(root / "report_comparisons.csv", COMPARISON_COLUMNS, [c.row() for c in all_comparisons])
+    realism_part = []
+    if realism:
+        _write_csv(root / "report_realism.csv", REALISM_COLUMNS, realism)
+        plotted = plot_perception_distortion(groups, root / "perception_distortion.png")
+        realism_part.append(realism_section(realism, results.realism_comparisons, plotted))
     title = f"# Results: {len(runs)} runs in {len(groups)} groups under {root.resolve()}"
     sections = [
         title + (f", tagged {', '.join(tags)}" if tags else ""),
         groups_section(results),
         comparisons_section(results, base),
+        *realism_part,
         runs_section(results),
         *plot_sections(groups, root),
         REFERENCE,
@@ -281,6 +295,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             report.groups, ("group", "dataset", "model", "status", "score_name", "score", "95% interval", "reported")
         )
     )
-    for line in [c.line() for c in report.comparisons] + report.notes:
+    for line in [c.line() for c in [*report.comparisons, *report.realism_comparisons]] + report.notes:
         print(line)
     print(f"wrote {args.dir / 'report.md'}, report.csv, report_runs.csv, report_comparisons.csv and plots")

@@ -108,6 +108,20 @@ def last_step(metrics: dict, metric: str) -> int | None:
     return max(steps, default=None)
 
 
+def run_result(run: Run, key: str) -> float | None:
+    """A test metric of the run's final weights: from metrics.json, else from its eval.json (deeper steps, or a
+    realism test that ``evaluate`` ran)."""
+    value = run.metrics.get(key)
+    return value if value is not None else run.evaluation.get(key)
+
+
+def judged_steps(group_or_run: Group | Run) -> list[int]:
+    """The steps whose realism a fresh judge tested, in any ok run of a group (or in a run)."""
+    runs = group_or_run.ok if isinstance(group_or_run, Group) else [group_or_run]
+    keys = {key for run in runs for key in (*run.metrics, *run.evaluation)}
+    return sorted(int(m[1]) for key in keys if (m := re.fullmatch(r"test/step_(\d+)/judge_acc", key)))
+
+
 def score_metric(run: Run) -> str | None:
     """The run's headline metric (``mse`` or ``bce``), from ``score_name`` = ``test/step_0/<metric>``."""
     name = run.metrics.get("score_name") or run.evaluation.get("score_name")

@@ -371,3 +371,50 @@ def test_loss_curves_are_a_group_mean_with_a_band(sweep: Path, tmp_path: Path) -
     write_report(tmp_path)
     assert (tmp_path / "loss_curves.png").read_bytes()[:8] == PNG_MAGIC
     assert "band is the 95% t interval" in (tmp_path / "report.md").read_text()
+
+
+AE_JUDGE = {0: 0.97, 1: 0.95, 2: 0.99, 3: 0.96}  # seed: a fresh judge's accuracy at step 0
+RAE_JUDGE = {0: 0.91, 1: 0.91, 2: 0.93, 3: 0.92}  # and at every step s, minus 0.01 * s
+
+
+def judged(run: Path, accuracy: float, depth: int, in_eval_json: bool = False) -> None:
+    """Add a realism test's verdicts at steps 0..depth to the run's metrics.json, or to an eval.json beside its
+    checkpoints (as ``evaluate`` writes it)."""
+    verdicts = {}
+    for step in range(depth + 1):
+        acc = accuracy - 0.01 * step
+        verdicts |= {f"test/step_{step}/judge_acc": acc, f"test/step_{step}/judge_auc": acc + 0.02}
+        verdicts |= {f"test/step_{step}/judge_acc_low": acc - 0.03, f"test/step_{step}/judge_acc_high": acc + 0.02}
+    if in_eval_json:
+        (run / "checkpoints").mkdir(exist_ok=True)
+        (run / "checkpoints" / "eval.json").write_text(json.dumps({"max_depth": depth, **verdicts}))
+        return
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(metrics | verdicts))
+
+
+def test_realism_over_seeds_and_its_paired_difference_per_step(sweep: Path, tmp_path: Path) -> None:
+    for seed, accuracy in AE_JUDGE.items():
+        judged(fake_run(sweep / "0", tmp_path / f"ae{seed}", seed, 0.013), accuracy, 0, in_eval_json=seed == 2)
+    for seed, accuracy in RAE_JUDGE.items():
+        judged(fake_run(sweep / "1", tmp_path / f"rae{seed}", seed, 0.015), accuracy, 2)
+    results = write_report(tmp_path)
+
+    rows = {(r["group"], int(r["step"])): r for r in read_csv(tmp_path / "report_realism.csv")}
+    assert set(rows) == {("model=ae", 0), ("model=rae", 0), ("model=rae", 1), ("model=rae", 2)}
+    for (group, step), row in rows.items():
+        accuracies = [a - 0.01 * step for a in (AE_JUDGE if group == "model=ae" else RAE_JUDGE).values()]
+        found = [float(row[k]) for k in ("judge_acc", "judge_acc_std", "judge_acc_low", "judge_acc_high")]
+        assert found == pytest.approx(t_interval(accuracies), rel=1e-9)
+        assert float(row["judge_auc"]) == pytest.approx(np.mean(accuracies) + 0.02)
+        assert (row["n"], row["distortion_metric"]) == ("4", "mse")
+        assert float(row["distortion"]) == pytest.approx((0.013 if group == "model=ae" else 0.015) * (1 + step))
+
+    (comparison,) = results.realism_comparisons  # only step 0 was judged on both
+    seeds = sorted(AE_JUDGE)
+    expected = sp.ttest_rel([RAE_JUDGE[s] for s in seeds], [AE_JUDGE[s] for s in seeds]).confidence_interval(0.95)
+    assert (comparison.metric, comparison.difference.n, comparison.verdict) == ("judge_acc step 0", 4, "better")
+    assert (comparison.difference.low, comparison.difference.high) == pytest.approx((expected.low, expected.high))
+    report = (tmp_path / "report.md").read_text()
+    assert "## Realism: can a fresh judge tell?" in report and f"- {comparison.line()}" in report
+    assert (tmp_path / "perception_distortion.png").read_bytes()[:8] == PNG_MAGIC
