@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gc
 import logging
+import math
 import resource
 import statistics
 import time
@@ -48,7 +49,7 @@ DEVICE_DEFAULTS = {
     "cuda": {
         "batch_sizes": [64, 256, 1024],
         "warmup_steps": 30,
-        "window_images": 16384,
+        "window_images": 8192,
         "precision": "bf16-mixed",
         "compile": True,
         "channels_last": True,
@@ -58,7 +59,7 @@ DEVICE_DEFAULTS = {
     "cpu": {
         "batch_sizes": [64, 256],
         "warmup_steps": 3,
-        "window_images": 512,
+        "window_images": 256,
         "precision": "32-true",
         "compile": False,
         "channels_last": False,
@@ -67,7 +68,7 @@ DEVICE_DEFAULTS = {
     },
 }
 # bench.quick=true: a smoke run of every row in seconds, for the test suite.
-QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 2, "window_images": 8}
+QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 4, "window_images": 8}
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,8 @@ def plan(bench: DictConfig) -> Plan:
     for name in ("depth", "num_images", "warmup_steps", "window_images"):
         if values[name] < 1:
             raise UserError(f"bench.{name} must be at least 1, got {values[name]}")
-    if values["windows"] < 2:
-        raise UserError(f"bench.windows must be at least 2 (a spread needs two pairs), got {values['windows']}")
+    if values["windows"] < 4 or values["windows"] % 2:
+        raise UserError(f"bench.windows must be even and at least 4 (pairs go in twos), got {values['windows']}")
     if not values["batch_sizes"] or min(values["batch_sizes"]) < 1:
         raise UserError(f"bench.batch_sizes={values['batch_sizes']} must list sizes of at least 1")
     if any(values["num_images"] % size for size in values["batch_sizes"]):
@@ -158,6 +159,12 @@ class SyntheticImageDataModule(ImageDataModule):
 def pair_ratios(framework_s: Sequence[float], plain_s: Sequence[float]) -> list[float]:
     """framework / plain throughput of each pair of windows: the same images, so plain's time over framework's."""
     return [plain / framework for framework, plain in zip(framework_s, plain_s, strict=True)]
+
+
+def quadruple_ratios(ratios: Sequence[float]) -> list[float]:
+    """The geometric mean of each two consecutive pair ratios, one with the framework first, one with the plain
+    loop first (``Interleave``): a factor the second window of a pair gains or loses cancels in it."""
+    return [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=True)]
 
 
 def median_and_quartiles(values: Sequence[float]) -> tuple[float, float, float]:
@@ -252,10 +259,14 @@ class PlainLoop:
 
 
 class Interleave(L.Callback):
-    """Times the fit's batches in windows of ``steps`` and, after each, the plain loop's next window of as many.
+    """Times the fit's batches in windows of ``steps`` and the plain loop's windows of as many between them, in
+    the order F P P F F P P F ...: pair k is (framework window k, plain window k), and the pairs alternate which
+    path runs first (F1 P1, then P2 F2, ...), so that whatever the second of two windows inherits from the first
+    (caches, the allocator's and the garbage collector's state) favours each path equally in every two pairs.
+    Garbage is collected, untimed, before every window.
 
-    First ``warmup`` batches of each path untimed; then ``windows`` pairs, after which the fit stops.
-    ``framework_s`` and ``plain_s`` are the windows' seconds, pair by pair.
+    First ``warmup`` batches of each path untimed; then ``windows`` pairs (an even number), after which the fit
+    stops. ``framework_s`` and ``plain_s`` are the windows' seconds, pair by pair.
     """
 
     def __init__(
@@ -275,24 +286,34 @@ class Interleave(L.Callback):
         self.plain_s: list[float] = []
         self.start = 0.0
 
-    def stamp(self) -> float:
+    def begin(self) -> float:
+        gc.collect()  # no window pays for the garbage of the one before
+        return self.end()
+
+    def end(self) -> float:
         self.sync()  # the GPU runs ahead of Python: time what it finished, not what was queued
         return self.clock()
+
+    def time_plain(self) -> float:
+        start = self.begin()
+        self.plain.train(self.steps)
+        return self.end() - start
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self.batches += 1
         timed = self.batches - self.warmup
         if timed == 0:
             self.plain.train(self.warmup)
-            self.start = self.stamp()
+            self.start = self.begin()
         elif timed > 0 and timed % self.steps == 0:
-            middle = self.stamp()
-            self.plain.train(self.steps)
-            end = self.stamp()
-            self.framework_s.append(middle - self.start)
-            self.plain_s.append(end - middle)
-            self.start = end
-            trainer.should_stop = len(self.plain_s) == self.windows
+            self.framework_s.append(self.end() - self.start)
+            window = len(self.framework_s)
+            if window % 2:  # F_k P_k (k odd), then P_k+1, which F_k+1 follows: F P P F
+                self.plain_s.append(self.time_plain())
+                if window < self.windows:
+                    self.plain_s.append(self.time_plain())
+            trainer.should_stop = window == self.windows
+            self.start = self.begin()
 
 
 @dataclass(frozen=True)
@@ -381,7 +402,7 @@ def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) ->
         peak = torch.cuda.max_memory_allocated(s.device) / 2**20
     else:  # the process's peak so far (Linux reports KiB): it cannot be reset per row
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ratio, q1, q3 = median_and_quartiles(pair_ratios(timed.framework_s, timed.plain_s))
+    ratio, q1, q3 = median_and_quartiles(quadruple_ratios(pair_ratios(timed.framework_s, timed.plain_s)))
     framework, plain = (
         statistics.median(steps * batch_size / t for t in times) for times in (timed.framework_s, timed.plain_s)
     )

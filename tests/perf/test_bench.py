@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -95,20 +96,33 @@ class StopFlag:
     should_stop = False
 
 
-def test_interleave_alternates_the_windows_and_times_each() -> None:
-    # Stamps: the warm-up's end, then per pair the framework's end and the plain loop's end.
-    times, syncs = iter([10.0, 11.0, 11.5, 13.5, 14.0, 16.0, 17.0]), []
-    plain, trainer = CountingPlainLoop(), StopFlag()
+def test_interleave_alternates_which_path_runs_first_and_times_each_window() -> None:
+    """F P P F F P P F: each clock read is a window's start or end, in the order the windows run."""
+    # The warm-up's end, then F1 (10-11), P1 (11.5-12), P2 (12-13), F2 (13-15), F3 (15-16), P3 (16-17), P4 (17-19), F4.
+    times = iter([10.0, 11.0, 11.5, 12.0, 12.0, 13.0, 13.0, 15.0, 15.0, 16.0, 16.0, 17.0, 17.0, 19.0, 19.0, 20.0, 20.0])
+    plain, trainer, syncs, collections = CountingPlainLoop(), StopFlag(), [], []
     timer = bench.Interleave(
-        plain, warmup=2, windows=3, steps=2, sync=lambda: syncs.append(1), clock=lambda: next(times)
+        plain, warmup=2, windows=4, steps=2, sync=lambda: syncs.append(1), clock=lambda: next(times)
     )
     stops = []
-    for _ in range(8):  # the framework's batches: 2 warm-up, then 3 windows of 2
-        timer.on_train_batch_end(trainer)
-        stops.append(trainer.should_stop)
-    assert plain.calls == [2, 2, 2, 2]  # its warm-up, then one window after each of the framework's
-    assert stops == [False] * 7 + [True] and len(syncs) == 7  # a sync before every stamp
-    assert timer.framework_s == [1.0, 2.0, 2.0] and timer.plain_s == [0.5, 0.5, 1.0]
+    with mock.patch("gc.collect", side_effect=lambda: collections.append(1)):
+        for _ in range(10):  # the framework's batches: 2 warm-up, then 4 windows of 2
+            timer.on_train_batch_end(trainer)
+            stops.append(trainer.should_stop)
+    assert plain.calls == [2, 2, 2, 2, 2]  # its warm-up, then P1 P2 after F1 and P3 P4 after F3
+    assert stops == [False] * 9 + [True] and len(syncs) == 17  # a sync before every clock read
+    assert timer.framework_s == [1.0, 2.0, 1.0, 1.0] and timer.plain_s == [0.5, 1.0, 1.0, 2.0]
+    assert len(collections) == 9  # before every window (and the one the stop leaves untimed)
+    ratios = bench.pair_ratios(timer.framework_s, timer.plain_s)
+    assert bench.quadruple_ratios(ratios) == pytest.approx([(0.5 * 0.5) ** 0.5, (1.0 * 2.0) ** 0.5])
+
+
+def test_an_order_bias_cancels_in_every_two_pairs() -> None:
+    """Equal paths, but the second window of a pair always runs 10% slower: each pair's ratio is off by 10%,
+    alternately up and down; their geometric means are 1."""
+    framework_s, plain_s = [1.0, 1.1, 1.0, 1.1], [1.1, 1.0, 1.1, 1.0]  # F P | P F | F P | P F
+    assert bench.pair_ratios(framework_s, plain_s) == pytest.approx([1.1, 1 / 1.1, 1.1, 1 / 1.1])
+    assert bench.quadruple_ratios(bench.pair_ratios(framework_s, plain_s)) == pytest.approx([1.0, 1.0])
 
 
 def test_pair_ratios_median_and_interquartile_range_by_hand() -> None:
@@ -127,7 +141,8 @@ def test_pair_ratios_median_and_interquartile_range_by_hand() -> None:
         ("bench.models=[vae]", "bench.models=['vae'] must list some of: ae, rae, ae_gan, rae_gan"),
         ("bench.datasets=[]", "bench.datasets=[] must list some of: mnist, cifar10"),
         ("bench.precision=16-mixed", "bench.precision='16-mixed' is not one of: 32-true, bf16-mixed"),
-        ("bench.windows=1", "bench.windows must be at least 2 (a spread needs two pairs), got 1"),
+        ("bench.windows=1", "bench.windows must be even and at least 4 (pairs go in twos), got 1"),
+        ("bench.windows=5", "bench.windows must be even and at least 4 (pairs go in twos), got 5"),
         ("bench.window_images=0", "bench.window_images must be at least 1, got 0"),
         ("bench.threads=-1", "bench.threads must be 0 (torch's default) or more, got -1"),
         ("bench.batch_sizes=[64,0]", "bench.batch_sizes=[64, 0] must list sizes of at least 1"),
