@@ -88,6 +88,7 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    L.seed_everything(cfg.eval.seed, verbose=False)  # a stochastic decoder's draws
     (tested,) = trainer.test(model, datamodule=datamodule, verbose=False)
     if cfg.get("realism") is not None:  # a fresh judge per step: the slow part, with its own progress bar
         judge_accelerator = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"

@@ -162,8 +162,10 @@ def realism(
 ) -> dict[str, Any]:  # fmt: skip
     """The two-sample test of steps 0..depth on uint8 images ``(N, C, H, W)``: the metrics
     ``test/step_i/judge_{acc,acc_low,acc_high,auc,p}`` of each step."""
-    train_steps = quantized_steps(model, train_images, depth)
-    test_steps = quantized_steps(model, test_images, depth)
+    with torch.random.fork_rng(devices=[]):  # a stochastic decoder's draws: seeded, the caller's stream untouched
+        torch.manual_seed(test_cfg.seed)
+        train_steps = quantized_steps(model, train_images, depth)
+        test_steps = quantized_steps(model, test_images, depth)
     metrics: dict[str, Any] = {}
     for step in range(depth + 1):
         found = judge_step((train_images, train_steps[step]), (test_images, test_steps[step]), test_cfg,

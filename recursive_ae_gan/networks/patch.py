@@ -4,6 +4,10 @@ The encoder is a ``patch``x``patch``/stride-``patch`` conv (one code cell of ``c
 the decoder, a transposed conv that pastes every tile back as pixel values, clamped to [eps, 1 - eps] and returned
 as their logits (the contract of every autoencoder). No normalisation, no activation: an image's code never
 depends on the rest of the batch, and every recursive step sees the same function.
+
+``noise=true`` makes the decoder stochastic: it adds Gaussian tiles whose second moments are those of the
+residuals the code cannot carry (``fit_noise``, called by the ``FitNoise`` callback), so a reconstruction has the
+detail a real image has, drawn rather than recalled (docs/results.md, "Realism").
 """
 
 from collections.abc import Sequence
@@ -20,7 +24,10 @@ class PatchAutoencoder(nn.Module):
 
     default_loss = "bce"
 
-    def __init__(self, image_shape: Sequence[int], patch: int = 8, code_channels: int = 64, eps: float = 1e-3) -> None:
+    def __init__(
+        self, image_shape: Sequence[int], patch: int = 8, code_channels: int = 64, eps: float = 1e-3,
+        noise: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         shape = chw(image_shape)
         channels, height, width = shape
@@ -38,6 +45,38 @@ class PatchAutoencoder(nn.Module):
         self.eps = eps
         self.encoder = nn.Conv2d(channels, code_channels, patch, stride=patch)  # (B, code_channels, H/p, W/p)
         self.decoder = nn.ConvTranspose2d(code_channels, channels, patch, stride=patch)  # (B, C, H, W) pixels
+        # The noise's basis, one (C, p, p) tile pattern per Gaussian coefficient: fitted (fit_noise), not trained.
+        tile = channels * patch * patch
+        self.register_buffer("noise_basis", torch.zeros(tile, channels, patch, patch) if noise else None)
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoded pixels of ``x``'s code, clamped to [eps, 1 - eps]: the reconstruction without its noise."""
+        return self.decoder(self.encoder(x)).clamp(self.eps, 1 - self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.logit(self.decoder(self.encoder(x)).clamp(self.eps, 1 - self.eps))
+        pixels = self.mean(x)
+        if self.noise_basis is not None:  # what the code cannot carry, drawn anew for every image
+            b, _, h, w = x.shape
+            p = self.noise_basis.shape[-1]
+            coefficients = torch.randn(b, len(self.noise_basis), h // p, w // p, device=x.device, dtype=pixels.dtype)
+            pixels = pixels + nn.functional.conv_transpose2d(coefficients, self.noise_basis, stride=p)
+            pixels = pixels.clamp(self.eps, 1 - self.eps)
+        return torch.logit(pixels)
+
+    @torch.no_grad()
+    def fit_noise(self, images: torch.Tensor, batch_size: int = 512) -> None:
+        """Fit the noise to the residuals of ``images`` (float in [0, 1], (N, C, H, W)): its tiles become Gaussian with
+        the residual tiles' second moments, ``E[r r^T] = B^T B`` for the basis ``B`` (the eigenvectors, scaled)."""
+        if self.noise_basis is None:
+            return
+        c, p = self.noise_basis.shape[1], self.noise_basis.shape[-1]
+        moments = torch.zeros(c * p * p, c * p * p, dtype=torch.float64, device=images.device)
+        tiles = 0
+        for batch in images.split(batch_size):
+            residual = batch - self.mean(batch)  # (B, C, H, W)
+            flat = nn.functional.unfold(residual, p, stride=p).transpose(1, 2).reshape(-1, c * p * p).double()
+            moments += flat.T @ flat  # unfold's tile layout is (C, p, p), the basis's
+            tiles += len(flat)
+        eigenvalues, eigenvectors = torch.linalg.eigh(moments / tiles)
+        basis = eigenvectors * eigenvalues.clamp_min(0).sqrt()  # columns: sqrt(lambda_j) u_j
+        self.noise_basis.copy_(basis.T.reshape_as(self.noise_basis).to(self.noise_basis.dtype))

@@ -1,5 +1,5 @@
-"""Callbacks: the per-epoch image grid of inputs above their reconstructions, TensorBoard's step dashboard, and the
-exponential moving average of the weights (``EMA``)."""
+"""Callbacks: the per-epoch image grid of inputs above their reconstructions, TensorBoard's step dashboard, the
+exponential moving average of the weights (``EMA``), and the fit of a stochastic decoder's noise (``FitNoise``)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,25 @@ class StepDashboard(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_custom_scalars(layout)
+
+
+class FitNoise(L.Callback):
+    """Fits a stochastic decoder's noise (a network with ``fit_noise``, e.g. ``PatchAutoencoder(noise=True)``) to the
+    training images' residuals before every validation of a fit, so that validation, the checkpoint written after it
+    and the final test all judge the fitted noise; and when a fit without validation ends."""
+
+    def fit(self, trainer: L.Trainer, pl_module: RecursiveAutoencoder) -> None:
+        fit_noise = getattr(pl_module.net, "fit_noise", None)
+        if fit_noise is not None:
+            fit_noise(trainer.datamodule.images("train").to(pl_module.device).float().div_(255))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: RecursiveAutoencoder) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.fit(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: RecursiveAutoencoder) -> None:
+        if not trainer.num_val_batches or not sum(trainer.num_val_batches):
+            self.fit(trainer, pl_module)
 
 
 def _state(module: nn.Module) -> Iterator[torch.Tensor]:

@@ -22,6 +22,7 @@ TUNED = {
     "cifar10_ae_tuned": ("cifar10_ae", "cifar10", (64, 4, 4)),
     "cifar10_rae_tuned": ("cifar10_rae", "cifar10", (64, 4, 4)),
     "cifar10_rae_gan_tuned": ("cifar10_rae_gan", "cifar10", (64, 4, 4)),
+    "cifar10_rae_gan_realistic_tuned": ("cifar10_rae_gan", "cifar10", (64, 4, 4)),
 }
 
 

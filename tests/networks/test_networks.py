@@ -262,8 +262,31 @@ def test_conv_discriminator_spectral_norm_on_every_conv_when_asked(spectral_norm
 def test_every_config_file_builds() -> None:
     files = {(p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name in ("net", "discriminator")}
     nets = {("net", n) for n in ("report", "conv", "patch", "mnist_tuned")}  # patch, mnist_tuned: experiment=*_tuned
-    assert files == nets | {("discriminator", "mlp"), ("discriminator", "conv")}
+    assert files == nets | {("discriminator", "mlp"), ("discriminator", "conv"), ("discriminator", "classifier")}
     for group, name in sorted(files):
         assert "image_shape" not in OmegaConf.load(CONF / group / f"{name}.yaml")  # the data gives it
         out = build(group, name, (3, 32, 32))(torch.rand(2, 3, 32, 32))
         assert out.shape == ((2, 3, 32, 32) if group == "net" else (2,))
+
+
+def test_the_patch_decoders_noise_has_the_second_moments_of_the_residual_tiles() -> None:
+    """``fit_noise``: the basis ``B`` (one row per Gaussian coefficient) gives tiles of covariance ``B^T B``, which
+    must equal the residual tiles' second moments, counted here tile by tile."""
+    torch.manual_seed(0)
+    net = PatchAutoencoder((3, 16, 16), patch=4, code_channels=8, noise=True)
+    images = (0.5 + 0.1 * torch.randn(10, 3, 16, 16)).clamp(0, 1)
+    with torch.no_grad():
+        net.decoder.weight.mul_(0.1), net.decoder.bias.fill_(0.5)  # pixels near 0.5: residuals of mean 0
+        assert torch.equal(net(images), torch.logit(net.mean(images)))  # before a fit: no noise
+        net.fit_noise(images, batch_size=3)
+        residual = images - net.mean(images)
+    tiles = [residual[i, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4].reshape(-1) for i in range(10) for r in range(4)
+             for c in range(4)]  # fmt: skip
+    moments = sum(torch.outer(t, t).double() for t in tiles) / len(tiles)
+    basis = net.noise_basis.reshape(48, 48).double()
+    torch.testing.assert_close(basis.T @ basis, moments, atol=1e-6, rtol=1e-4)
+    with torch.no_grad():
+        draws = torch.stack([torch.sigmoid(net(images)) - net.mean(images) for _ in range(400)])  # (400, N, C, H, W)
+    assert draws.std() > 0.05 and draws.mean().abs() < 0.005  # zero-mean noise, drawn anew each call
+    plain = PatchAutoencoder((3, 16, 16), patch=4, code_channels=8)
+    assert "noise_basis" not in plain.state_dict() and "noise_basis" in net.state_dict()  # old checkpoints load
