@@ -161,9 +161,9 @@ def arguments(target: Callable, own: bool) -> tuple[dict[str, inspect.Parameter]
     hints: dict[str, Any] = {}
     for cls in target.__mro__ if inspect.isclass(target) else [target]:
         function = cls.__init__ if inspect.isclass(target) else cls
-        signature = inspect.signature(function)
+        signature = inspect.signature(cls)  # a class's: its constructor's arguments, without self
         named = {n: p for n, p in signature.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        parameters |= {n: p for n, p in named.items() if n != "self" and n not in parameters}
+        parameters |= {n: p for n, p in named.items() if n not in parameters}
         try:
             hints = typing.get_type_hints(function) | hints
         except Exception:  # a third-party annotation that does not resolve: check names only
