@@ -29,6 +29,7 @@ from recursive_ae_gan.data.sources import IMAGE_EXTENSIONS, FileItems, image_fil
 from recursive_ae_gan.errors import UserError, first_line
 from recursive_ae_gan.models import RecursiveAutoencoder
 from recursive_ae_gan.run import console
+from recursive_ae_gan.run.atomic import atomic_open
 from recursive_ae_gan.run.trained import read_trained
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class GridWriter(BasePredictionWriter):
         for index, row in zip(batch_indices, rows, strict=True):
             path = self.out / self.names[index]
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(row, path, nrow=len(row), padding=2, pad_value=1.0)
+            with atomic_open(path, "wb") as file:  # a full disk leaves no half grid under the name
+                save_image(row, file, format="png", nrow=len(row), padding=2, pad_value=1.0)
 
 
 def default_output(ckpt: Path) -> Path:

@@ -22,7 +22,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
-from recursive_ae_gan.errors import CollapsedRunError, RunFailed, user_error
+from recursive_ae_gan.errors import CollapsedRunError, RunFailed, WriteFailed, user_error
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run import console
@@ -162,16 +162,30 @@ def hydra_main(cfg: DictConfig) -> float | None:
     pin_job_to_gpu(HydraConfig.get())  # hydra/launcher=gpus: one GPU per job, before anything touches CUDA
     try:
         return objective(train(cfg, automatic=True), cfg.optimized_metric)
-    except NotContinued as err:  # refused, or failed in an earlier attempt: its directory stays as it is
+    except NotContinued as err:  # refused, failed in an earlier attempt, or trained by another process: left as is
         log.error("job %s: %s", HydraConfig.get().job.num, err)
         return None
     except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
-        out = Path(cfg.paths.output_dir)
-        atomic_write(out / "error.log", traceback.format_exc())
-        if not isinstance(err, RunFailed):  # a collapsed or diverged run has written its own status
-            write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
-        log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
+        record_failure(cfg, err)
         return None
+
+
+def record_failure(cfg: DictConfig, err: Exception) -> None:
+    """A sweep's failed job: its traceback in ``error.log``, ``"status": "failed"`` in ``metrics.json``, and one
+    line in the log. A write the filesystem refused (a full disk, ...) leaves the job unfinished instead, not
+    failed: once there is room, the same command continues it from its ``last.ckpt``. Called while handling ``err``.
+    """
+    out, job = Path(cfg.paths.output_dir), HydraConfig.get().job.num
+    refused = console.write_refused(err)
+    reason = user_error(err) or refused or err
+    try:
+        atomic_write(out / "error.log", traceback.format_exc())
+        if not isinstance(err, RunFailed) and refused is None:  # a collapsed or diverged run wrote its own status
+            write_metrics(cfg, {"status": "failed", "error": str(reason)})
+    except WriteFailed as unwritten:  # the disk is full for the record too: the log line is all there is
+        log.error("job %s failed: %s (%s)", job, reason, unwritten)
+        return
+    log.error("job %s failed: %s (traceback in %s)", job, reason, out / "error.log")
 
 
 def main() -> None:
