@@ -76,11 +76,14 @@ def grid_names(paths: Sequence[Path], root: Path) -> list[Path]:
     ]
 
 
-def read_images(paths: Sequence[Path], channels: int, size: int) -> tuple[torch.Tensor, list[int]]:
-    """The decoded, converted images uint8 ``(N, C, H, W)`` and the indices of ``paths`` they are.
+def read_images(
+    paths: Sequence[Path], channels: int, size: int, max_pixels: int | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """The decoded, converted images uint8 ``(N, C, H, W)`` and the indices of ``paths`` they are; ``max_pixels``:
+    the pixel limit (``None``: PIL's).
 
     With several files, each one that cannot be decoded is skipped with a warning; with one, it is an error."""
-    items = FileItems(paths, "input", channels, size)
+    items = FileItems(paths, "input", channels, size, max_pixels, setting="max_image_pixels")
     if len(items) == 1:
         return items[0].unsqueeze(0), [0]
     images, good = [], []
@@ -140,13 +143,14 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
             raise UserError(f"no {key} given: add {key}=... ({example})")
     depth = whole_number(cfg, "depth", 0, none_ok=True)
     batch_size = whole_number(cfg, "batch_size", 1)
+    max_pixels = whole_number(cfg, "max_image_pixels", 1, none_ok=True)
     ckpt = Path(cfg.ckpt_path).expanduser()
     model, depth = load_model(ckpt, depth)
     out = Path(cfg.output).expanduser() if cfg.output is not None else default_output(ckpt)
     paths, root = input_files(Path(cfg.input).expanduser(), out)
 
     channels, size, _ = model.hparams.image_shape
-    images, good = read_images(paths, channels, size)  # (N, C, H, W) uint8
+    images, good = read_images(paths, channels, size, max_pixels)  # (N, C, H, W) uint8
     names = grid_names([paths[i] for i in good], root)
     try:
         trainer = L.Trainer(
