@@ -8,6 +8,8 @@ that tests of several modules share.
 
 from __future__ import annotations
 
+import errno
+import io
 import multiprocessing
 import os
 import pickle
@@ -15,7 +17,8 @@ import re
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -33,6 +36,7 @@ from torchvision.io import write_png
 import recursive_ae_gan
 from recursive_ae_gan.data import ImageDataModule
 from recursive_ae_gan.models import AdversarialAutoencoder
+from recursive_ae_gan.run import atomic
 from recursive_ae_gan.run.console import CONF_DIR as CONF_DIR  # the installed package's configs, editable or not
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +141,64 @@ def write_image_folder(root: Path, n: int = 40, size: int = 48, seed: int = 0, c
         whole = (root / "dogs" / "img_000.png").read_bytes()
         (root / "dogs" / "truncated.png").write_bytes(whole[: len(whole) // 2])
     return root
+
+
+def write_png_declaring(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few bytes whose header declares ``width`` x ``height`` grayscale pixels (its data would not fill
+    them): what PIL's decompression-bomb check, and the pixel limit, judge an image by before decoding it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8 bits, colour type 0 (grayscale)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 9)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+# A filesystem that refuses writes, for the files the project writes itself (run.atomic): the lowest write it owns.
+
+
+class RefusingFile(io.FileIO):
+    """A file on a filesystem with ``room`` bytes left for it: the write that would pass them writes what fits,
+    then raises ``OSError(error)``, as a full disk (ENOSPC) or one over quota (EDQUOT) does."""
+
+    room = 0
+    error = errno.ENOSPC
+
+    def write(self, data) -> int:
+        data = memoryview(data).cast("B")
+        if len(data) <= self.room:
+            self.room -= len(data)
+            return super().write(data)
+        if self.room:
+            super().write(data[: self.room])
+            self.room = 0
+        raise OSError(self.error, os.strerror(self.error))
+
+
+def refuse_writes(
+    monkeypatch: pytest.MonkeyPatch, refused: Callable[[Path], bool], room: int | None = 0, error: int = errno.ENOSPC
+) -> None:
+    """``atomic_open`` writes every file whose target ``refused(target)`` holds on a filesystem with ``room`` bytes
+    left (each file on its own: a failed one is removed, which frees its bytes; ``None``: not even creating it,
+    as a read-only filesystem does); other files as usual. A forked child (``run_cli_forked``) inherits it."""
+    real_open = open
+
+    def refusing_open(path, mode="r", *args, encoding=None, newline=None, **kwargs):
+        temporary = Path(path)
+        target = temporary.with_name(temporary.name[1:].rsplit(".", 2)[0])  # atomic_open's .<name>.<random>.tmp
+        if not refused(target):
+            return real_open(path, mode, *args, encoding=encoding, newline=newline, **kwargs)
+        if room is None:
+            raise OSError(error, os.strerror(error), str(path))
+        raw = RefusingFile(path, mode.replace("b", ""))
+        raw.room, raw.error = room, error
+        buffered = io.BufferedWriter(raw)
+        return buffered if "b" in mode else io.TextIOWrapper(buffered, encoding=encoding, newline=newline)
+
+    monkeypatch.setattr(atomic, "open", refusing_open, raising=False)
 
 
 # Configs composed on the fixtures

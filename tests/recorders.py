@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -34,9 +35,9 @@ class RecordBatches(L.Callback):
         (self.path / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
 
 
-class KillAt(L.Callback):
-    """SIGKILLs its own process as batch ``batch`` of epoch ``epoch`` starts (in sweep job ``job`` only, if
-    given), once: it leaves ``marker`` first, so that the same command run again goes past that batch."""
+class _OnceAt(L.Callback):
+    """Acts once, as batch ``batch`` of epoch ``epoch`` starts (in sweep job ``job`` only, if given): it leaves
+    ``marker`` first, so that the same command run again goes past that batch."""
 
     def __init__(self, epoch: int, batch: int, marker: str, job: int | None = None) -> None:
         self.epoch, self.batch, self.marker, self.job = epoch, batch, Path(marker), job
@@ -47,7 +48,24 @@ class KillAt(L.Callback):
         if self.job is not None and HydraConfig.get().job.num != self.job:
             return
         self.marker.touch()
+        self.act()
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+
+class KillAt(_OnceAt):
+    """SIGKILLs its own process there."""
+
+    def act(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HoldAt(_OnceAt):
+    """Holds its process there, mid-training, until the test kills it (``marker`` says it holds)."""
+
+    def act(self) -> None:
+        time.sleep(300)
 
 
 class SignalAt(L.Callback):

@@ -27,6 +27,7 @@ from recursive_ae_gan.run import console
 from recursive_ae_gan.run.atomic import atomic_open, atomic_write
 from recursive_ae_gan.run.callbacks import reconstruction_grid
 from recursive_ae_gan.run.checkpoints import check_exists
+from recursive_ae_gan.run.records import RUN_CONFIG_KEYS, read_config
 from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of, upgrade_old_run_config
 
 GAME_METRICS = ("fool_rate", "d_fake_mean", "d_auc", "d_balanced_acc")  # adversarial models only
@@ -46,7 +47,7 @@ def run_config(ckpt: Path, data: DictConfig) -> DictConfig:
     (a user's config file need not list every argument) keeps its default. A root-level merge keeps the run's
     interpolations (data.root: ${paths.data_dir}) resolvable."""
     run = run_dir_of(ckpt)
-    run_cfg = upgrade_old_run_config(OmegaConf.load(run / ".hydra" / "config.yaml"))
+    run_cfg = upgrade_old_run_config(read_config(run / ".hydra" / "config.yaml", RUN_CONFIG_KEYS))
     given = {key: data[key] for key in data if not OmegaConf.is_missing(data, key)}
     return OmegaConf.merge(run_cfg, {"data": given})
 

@@ -29,6 +29,7 @@ from recursive_ae_gan.data.sources import IMAGE_EXTENSIONS, FileItems, image_fil
 from recursive_ae_gan.errors import UserError, first_line
 from recursive_ae_gan.models import RecursiveAutoencoder
 from recursive_ae_gan.run import console
+from recursive_ae_gan.run.atomic import atomic_open
 from recursive_ae_gan.run.trained import read_trained
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,14 @@ def grid_names(paths: Sequence[Path], root: Path) -> list[Path]:
     ]
 
 
-def read_images(paths: Sequence[Path], channels: int, size: int) -> tuple[torch.Tensor, list[int]]:
-    """The decoded, converted images uint8 ``(N, C, H, W)`` and the indices of ``paths`` they are.
+def read_images(
+    paths: Sequence[Path], channels: int, size: int, max_pixels: int | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """The decoded, converted images uint8 ``(N, C, H, W)`` and the indices of ``paths`` they are; ``max_pixels``:
+    the pixel limit (``None``: PIL's).
 
     With several files, each one that cannot be decoded is skipped with a warning; with one, it is an error."""
-    items = FileItems(paths, "input", channels, size)
+    items = FileItems(paths, "input", channels, size, max_pixels, setting="max_image_pixels")
     if len(items) == 1:
         return items[0].unsqueeze(0), [0]
     images, good = [], []
@@ -113,7 +117,8 @@ class GridWriter(BasePredictionWriter):
         for index, row in zip(batch_indices, rows, strict=True):
             path = self.out / self.names[index]
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(row, path, nrow=len(row), padding=2, pad_value=1.0)
+            with atomic_open(path, "wb") as file:  # a full disk leaves no half grid under the name
+                save_image(row, file, format="png", nrow=len(row), padding=2, pad_value=1.0)
 
 
 def default_output(ckpt: Path) -> Path:
@@ -138,13 +143,14 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
             raise UserError(f"no {key} given: add {key}=... ({example})")
     depth = whole_number(cfg, "depth", 0, none_ok=True)
     batch_size = whole_number(cfg, "batch_size", 1)
+    max_pixels = whole_number(cfg, "max_image_pixels", 1, none_ok=True)
     ckpt = Path(cfg.ckpt_path).expanduser()
     model, depth = load_model(ckpt, depth)
     out = Path(cfg.output).expanduser() if cfg.output is not None else default_output(ckpt)
     paths, root = input_files(Path(cfg.input).expanduser(), out)
 
     channels, size, _ = model.hparams.image_shape
-    images, good = read_images(paths, channels, size)  # (N, C, H, W) uint8
+    images, good = read_images(paths, channels, size, max_pixels)  # (N, C, H, W) uint8
     names = grid_names([paths[i] for i in good], root)
     try:
         trainer = L.Trainer(

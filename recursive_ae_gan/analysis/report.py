@@ -95,6 +95,7 @@ class Results:
     notes: list[str]
     realism: list[dict]  # report_realism.csv: per group and judged step
     realism_comparisons: list[Comparison]
+    left_out: list[str]  # a line for each run left out: a file of it is damaged
 
 
 def table_row(run: Run, root: Path, group: str) -> dict:
@@ -177,32 +178,38 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None
         writer.writerows(rows)
 
 
-def select_runs(root: Path, tags: Sequence[str]) -> list[Run]:
-    """The runs under ``root`` carrying every tag of ``tags``; a one-line error when there are none."""
+def select_runs(root: Path, tags: Sequence[str]) -> tuple[list[Run], list[str]]:
+    """The runs under ``root`` carrying every tag of ``tags``, and a line for each run left out as damaged; a
+    one-line error when there are none."""
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; give a sweep directory or outputs/")
-    found = find_runs(root)
+    found, left_out = find_runs(root)
+    if not found and left_out:
+        more = "; ..." if len(left_out) > 1 else ""
+        raise UserError(f"no readable runs under {root}, {len(left_out)} damaged: {left_out[0]}{more}")
     if not found:
         raise UserError(f"no runs under {root}: a run is a folder holding .hydra/config.yaml")
     runs = [run for run in found if set(tags) <= set(run_tags(run))]
     if not runs:
         tagged = sorted({tag for run in found for tag in run_tags(run)})
         raise UserError(f"no run under {root} is tagged {', '.join(tags)} (tags found: {', '.join(tagged) or 'none'})")
-    return runs
+    return runs, left_out
 
 
 def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae") -> Results:
     """Write report.md, the CSV tables and the plots into ``root`` for the runs carrying every tag of ``tags``,
     comparing each dataset's variants with the groups where ``baseline`` (``KEY=VALUE``) holds."""
     base = Baseline.parse(baseline)
-    runs = select_runs(root, tags)
+    runs, left_out = select_runs(root, tags)
     groups = group_runs(runs)
     group_of = {id(run): group.label for group in groups for run in group.runs}
     run_rows = {id(run): table_row(run, root, group_of[id(run)]) for run in runs}
     rows = [group_row(group, [run_rows[id(run)] for run in group.runs]) for group in groups]
     comparisons, notes = compare(groups, base)
     realism = realism_rows(groups)
-    results = Results(rows, list(run_rows.values()), comparisons, notes, realism, compare_realism(groups, base))
+    results = Results(
+        rows, list(run_rows.values()), comparisons, notes, realism, compare_realism(groups, base), left_out
+    )
     _write_csv(root / "report.csv", GROUP_COLUMNS, rows)
     _write_csv(root / "report_runs.csv", COLUMNS, results.runs)
     all_comparisons = [*comparisons, *results.realism_comparisons]
@@ -219,6 +226,7 @@ def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae
         comparisons_section(results, base),
         *realism_part,
         runs_section(results),
+        *left_out_section(results),
         *plot_sections(groups, root),
         REFERENCE,
     ]
@@ -256,6 +264,13 @@ def runs_section(results: Results) -> str:
     return "## Runs\n\n" + markdown_table(COLUMNS, [[row[c] for c in COLUMNS] for row in results.runs])
 
 
+def left_out_section(results: Results) -> list[str]:
+    if not results.left_out:
+        return []
+    lines = "\n".join(f"- {line}" for line in results.left_out)
+    return [f"## Left out\n\nRuns a file of which is damaged (cut short, not what it should be):\n\n{lines}"]
+
+
 def plot_sections(groups: Sequence[Group], root: Path) -> list[str]:
     """Draw the plots into ``root``; the sections that show them (none for a plot without data)."""
     sections = []
@@ -289,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    for line in report.left_out:
+        print(f"warning: {line}", file=sys.stderr)
     print(f"grouping: {GROUPING}")
     print(
         group_table(

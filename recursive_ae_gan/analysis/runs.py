@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from recursive_ae_gan.run.identity import SEED_KEYS, current_settings, ignored, leaves
+from recursive_ae_gan.run.records import RUN_CONFIG_KEYS, Damaged, read_config, read_json
 
 LOSS_TAGS = {"train": "train/loss_epoch", "val": "val/loss"}
 
@@ -65,34 +66,46 @@ class Group:
         return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _path_order(path: Path) -> list[str | int]:
     """Numbers in a path compare as numbers: sweep job ``2`` before ``10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
 
 
-def find_runs(root: Path) -> list[Run]:
-    """Every run under ``root``, in path order (job ``2`` before ``10``)."""
-    runs = []
+def _read_json(path: Path) -> dict:
+    """A result file's contents; empty when there is none (a run not finished, not evaluated)."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return {}
+
+
+def read_run(path: Path) -> Run:
+    """The run in ``path`` (a folder holding ``.hydra/config.yaml``); ``Damaged`` names a file of it that is."""
+    hydra_dir = path / ".hydra"
+    hydra_file, overrides_file = hydra_dir / "hydra.yaml", hydra_dir / "overrides.yaml"
+    choices = read_config(hydra_file, ["hydra.runtime.choices"]).hydra.runtime.choices if hydra_file.is_file() else {}
+    evaluations = [read_json(p) for p in sorted(path.rglob("eval.json"))]
+    return Run(
+        path=path,
+        config=read_config(hydra_dir / "config.yaml", RUN_CONFIG_KEYS),
+        choices=dict(choices),
+        metrics=_read_json(path / "metrics.json"),
+        evaluation=max(evaluations, key=lambda e: e.get("max_depth", -1), default={}),
+        overrides=list(read_config(overrides_file)) if overrides_file.is_file() else [],
+    )
+
+
+def find_runs(root: Path) -> tuple[list[Run], list[str]]:
+    """Every run under ``root``, in path order (job ``2`` before ``10``), and a line for each run left out because
+    a file of it is damaged (cut short, not text, not what it should be)."""
+    runs, left_out = [], []
     for config_file in sorted(root.rglob(".hydra/config.yaml"), key=_path_order):
         path = config_file.parent.parent
-        hydra_file, overrides_file = path / ".hydra" / "hydra.yaml", path / ".hydra" / "overrides.yaml"
-        choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
-        evaluations = [_read_json(p) for p in sorted(path.rglob("eval.json"))]
-        runs.append(
-            Run(
-                path=path,
-                config=OmegaConf.load(config_file),
-                choices=dict(choices),
-                metrics=_read_json(path / "metrics.json"),
-                evaluation=max(evaluations, key=lambda e: e.get("max_depth", -1), default={}),
-                overrides=list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else [],
-            )
-        )
-    return runs
+        try:
+            runs.append(read_run(path))
+        except Damaged as err:
+            left_out.append(f"left out run {path.relative_to(root).as_posix()}: {err}")
+    return runs, left_out
 
 
 def dataset_name(run: Run) -> str | None:

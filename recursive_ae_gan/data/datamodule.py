@@ -61,6 +61,9 @@ class ImageDataModule(L.LightningDataModule):
         on_device: keep the in-memory data on the accelerator; ``None`` means yes on a GPU.
         hflip: mirror each training image left-right with probability 0.5, drawn anew each epoch from
             ``(seed, epoch)`` (a resumed epoch mirrors the same images); validation and test images never.
+        max_image_pixels: image files (and a torchvision dataset's, where it decodes files with PIL) of more pixels
+            are skipped, named in the warning; ``None``: PIL's threshold (178956970, what it refuses as a possible
+            decompression bomb). Raise it for very large images.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         on_device: bool | None = None,
         hflip: bool = False,
+        max_image_pixels: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -99,7 +103,7 @@ class ImageDataModule(L.LightningDataModule):
         hp = self.hparams
         return image_source(
             hp.dataset, root=self._root(), verify=hp.verify, train_split=hp.train_split,
-            test_split=hp.test_split, channels=hp.channels, size=hp.image_size,
+            test_split=hp.test_split, channels=hp.channels, size=hp.image_size, max_pixels=hp.max_image_pixels,
         )  # fmt: skip
 
     def prepare_data(self) -> None:

@@ -28,6 +28,26 @@ from recursive_ae_gan.errors import UserError, first_line
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")  # torchvision's ImageFolder's, and GIFs (their first frame)
+PIXELS_SETTING = "data.max_image_pixels"  # the option that raises the pixel limit, for messages
+# PIL's refusal threshold: it decodes up to Image.MAX_IMAGE_PIXELS (89478485) pixels, warns up to twice that and
+# refuses more as a possible decompression bomb. data.max_image_pixels=null keeps that threshold, without the warning.
+PIL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
+
+
+@contextmanager
+def pil_check_off() -> Iterator[None]:
+    """PIL's own pixel check off for the block: ``FileItems`` checks its own limit, which may be above PIL's (and
+    PIL warns below its refusal threshold). PIL's setting is global: set here, where items are read, so in every
+    DataLoader worker too."""
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+class TooManyPixels(UserError):
+    """An image file of more pixels than the limit (``FileItems``)."""
 
 
 class ImageItems(Dataset):
@@ -76,17 +96,27 @@ class TorchvisionItems(ImageItems):
 
 
 class FileItems(ImageItems):
-    """Image files opened with PIL, decoded by ``to_uint8`` and converted to ``channels`` and ``size``."""
+    """Image files opened with PIL, decoded by ``to_uint8`` and converted to ``channels`` and ``size``; a file of
+    more than ``max_pixels`` pixels (``None``: PIL's threshold) is refused before it is decoded, and the message
+    names ``setting``, the option that raises the limit."""
 
-    def __init__(self, paths: Sequence[Path], name: str, channels: int, size: int) -> None:
+    def __init__(self, paths: Sequence[Path], name: str, channels: int, size: int, max_pixels: int | None = None,
+                 setting: str = PIXELS_SETTING) -> None:  # fmt: skip
         self.paths, self.name, self.channels, self.size = list(paths), name, channels, size
+        self.max_pixels, self.setting = PIL_LIMIT if max_pixels is None else max_pixels, setting
 
     def __getitem__(self, index: int) -> torch.Tensor:
         path = self.paths[index]
         try:
-            with Image.open(path) as file:
+            with pil_check_off(), Image.open(path) as file:  # the header only: its size, before anything is decoded
+                pixels = file.width * file.height
+                if pixels > self.max_pixels:
+                    raise TooManyPixels(
+                        f"cannot decode {path}: {file.width}x{file.height} = {pixels:,} pixels, more than "
+                        f"{self.setting}={self.max_pixels} (raise it to read such images)"
+                    )
                 image = to_uint8(file)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # zero bytes, truncated, unreadable
             raise UserError(f"cannot decode {path}: {first_line(err)}") from None
         return convert(image, self.channels, self.size)
 
@@ -108,16 +138,16 @@ def image_files(root: Path) -> list[Path]:
 
 
 class _Checked(Dataset):
-    """``(index, image)``, or ``(index, error message)`` for an item that cannot be read."""
+    """``(index, image)``, or ``(index, error)`` for an item that cannot be read."""
 
     def __init__(self, items: ImageItems, keep: bool) -> None:
         self.items, self.keep = items, keep
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | UserError]:
         try:
             image = self.items[index]
         except UserError as err:
-            return index, str(err)
+            return index, err
         return index, image if self.keep else torch.empty(0, dtype=torch.uint8)
 
     def __len__(self) -> int:
@@ -132,16 +162,22 @@ def read_all(items: ImageItems, num_workers: int, keep: bool) -> tuple[torch.Ten
     loader = DataLoader(_Checked(items, keep), batch_size=None, num_workers=num_workers)
     good, images, bad = [], [], []
     for index, result in loader:
-        if isinstance(result, str):
+        if isinstance(result, UserError):
             bad.append(result)
         else:
             good.append(index)
             images.append(result)
+    over = [err for err in bad if isinstance(err, TooManyPixels)]
     if bad:
-        shown = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
-        log.warning("skipped %d unreadable image file(s) of %d in %s: %s", len(bad), len(items), items.name, shown)
+        shown = bad[:3] + [err for err in over[:1] if err not in bad[:3]]  # the first few, one over the limit
+        counted = f" ({len(over)} over the pixel limit)" if over else ""
+        listed = "; ".join(map(str, shown)) + ("; ..." if len(bad) > len(shown) else "")
+        log.warning(
+            "skipped %d unreadable image file(s) of %d in %s%s: %s", len(bad), len(items), items.name, counted, listed
+        )
     if not good:
-        raise UserError(f"none of the {len(items)} image files in {items.name} can be read; check data.root")
+        why = f" ({len(over)} over the pixel limit: {over[0]})" if over else ""
+        raise UserError(f"none of the {len(items)} image files in {items.name} can be read{why}; check data.root")
     return (torch.stack(images) if keep else None), good
 
 
@@ -228,10 +264,11 @@ def _loads(cls: type[VisionDataset], root: Path, split: dict) -> bool:
 
 class TorchvisionSource:
     """A torchvision image dataset class (``data.dataset`` is its import path): its training pool, and its test
-    pool unless ``test_split`` is None (then the test images are held out of the training pool)."""
+    pool unless ``test_split`` is None (then the test images are held out of the training pool). ``max_pixels`` is
+    for image files: a torchvision class decodes its own, under PIL's threshold."""
 
     def __init__(self, dataset: str, root: Path, verify: bool, train_split: dict | None, test_split: dict | None,
-                 channels: int | None, size: int | None) -> None:  # fmt: skip
+                 channels: int | None, size: int | None, max_pixels: int | None) -> None:  # fmt: skip
         self.dataset, self.root, self.verify, self.channels, self.size = dataset, root, verify, channels, size
         self.splits = {"train": train_split or {}} | ({"test": test_split} if test_split is not None else {})
         self.name = dataset.rpartition(".")[2]
@@ -254,16 +291,16 @@ class FolderSource:
     """``data.dataset=folder``: every image file under ``root`` (ImageFolder's layout, or flat), one pool."""
 
     def __init__(self, dataset: str, root: Path, verify: bool, train_split: dict | None, test_split: dict | None,
-                 channels: int | None, size: int | None) -> None:  # fmt: skip
+                 channels: int | None, size: int | None, max_pixels: int | None) -> None:  # fmt: skip
         if size is None or channels is None:
             raise UserError("data=folder needs data.image_size and data.channels (1 or 3)")
-        self.root, self.channels, self.size = root, channels, size
+        self.root, self.channels, self.size, self.max_pixels = root, channels, size, max_pixels
 
     def download(self) -> None:
         """A folder is what it is: nothing to fetch."""
 
     def pools(self) -> dict[str, ImageItems]:
-        return {"train": FileItems(image_files(self.root), str(self.root), self.channels, self.size)}
+        return {"train": FileItems(image_files(self.root), str(self.root), self.channels, self.size, self.max_pixels)}
 
 
 # data.dataset's special names; any other value is a torchvision dataset class's import path.

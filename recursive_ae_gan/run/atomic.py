@@ -4,13 +4,14 @@ A kill, a full disk or a node crash in the middle of a write must not leave a tr
 ``metrics.json`` where the previous version was. So the new version goes to a temporary file beside the
 target (the same directory, hence the same filesystem, whatever the system temp directory is), is flushed
 and ``fsync``'ed, replaces the target with ``os.replace`` (atomic), and the directory is ``fsync``'ed so
-that the replacement itself survives a crash. A failed write removes its temporary file.
+that the replacement itself survives a crash. A failed write removes its temporary file; one that the filesystem
+refuses (full, over quota, read-only, not permitted) raises ``errors.WriteFailed``, one line naming the file.
 
 Checkpoints are written with it by ``checkpoints.AtomicCheckpointIO``, a Lightning ``CheckpointIO`` plugin
 (``trainer.plugins`` in ``conf/trainer/default.yaml``). Lightning's own writer goes through an fsspec
 transaction instead: a temporary file in the system temp directory, then a move, which is a copy when that
 directory is on another filesystem (a node's local /tmp, outputs on a network share), and no ``fsync``.
-Only the standard library here: ``report`` imports this module without torch.
+Only the standard library (and ``errors``) here: ``report`` imports this module without torch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
+
+from recursive_ae_gan.errors import refused_write, write_failed
 
 
 def fsync_directory(directory: Path) -> None:
@@ -47,12 +50,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         with open(temporary, mode.replace("w", "x"), **kwargs) as file:
             yield file
             file.flush()
-            os.fsync(file.fileno())
+            os.fsync(file.fileno())  # a network filesystem may report a full disk only here
         os.replace(temporary, path)
-    except BaseException:  # a kill (KeyboardInterrupt) too: the target keeps its previous version
-        with suppress(FileNotFoundError):
+    except BaseException as err:  # a kill (KeyboardInterrupt) too: the target keeps its previous version
+        with suppress(OSError):  # none there (it was never created), or a filesystem that refuses even this
             temporary.unlink()
-        raise
+        if (refusal := refused_write(err)) is None:
+            raise
+        raise write_failed(path, refusal, kept=os.path.exists(path)) from err
     fsync_directory(path.parent)
 
 

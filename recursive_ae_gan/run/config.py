@@ -61,6 +61,7 @@ RANGES: dict[str, Check] = {
     "test_size": at_least(0),
     "image_size": at_least(1),
     "max_memory_gb": POSITIVE,
+    "max_image_pixels": at_least(1),
     "num_workers": at_least(0),
     "num_images": at_least(1),
     "divergence_check_every": at_least(1),

@@ -16,13 +16,14 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
-from recursive_ae_gan.errors import user_error
+from recursive_ae_gan.errors import WriteFailed, file_written, refused_write, user_error, write_failed
 
 # The configs, as an absolute path: the entry points then work however they are started (python -m, an
 # import of main(), Lightning's DDP re-launch), not only as __main__. They ship as the package
@@ -56,6 +57,29 @@ class _DropMessages(logging.Filter):
         return not str(record.msg).startswith(self.prefixes)
 
 
+class LogFile(logging.FileHandler):
+    """The run's log file (``<run dir>/train.log``: ``hydra.job_logging`` in ``conf/hydra/default.yaml``), whose write
+    the filesystem refuses ends the command in one line, as any other write does; logging's own file handler prints
+    a traceback and goes on. What is logged after that is not written (it could not be)."""
+
+    refused = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.refused:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        refusal = refused_write(sys.exc_info()[1])
+        if refusal is None:
+            super().handleError(record)
+            return
+        self.refused = True
+        with suppress(OSError):  # closed without what it could not write (closing flushes, which fails again)
+            self.stream.close()
+        self.stream = None
+        raise write_failed(self.baseFilename, refusal) from refusal
+
+
 def quiet() -> None:
     """Silence third-party noise, each by its exact message: Lightning's advertisements ("💡 Tip: ..."), its
     own use of a torch API that torch 2.14 deprecates, and its advice to add workers to in-memory loaders."""
@@ -64,16 +88,27 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
 
 
+def write_refused(err: BaseException) -> WriteFailed | None:
+    """The one-line error of a write the filesystem refused behind ``err``, naming the file: for the writes the
+    project does not make itself (Lightning's, TensorBoard's, Hydra's, a log's); its own raise ``WriteFailed``."""
+    if (refusal := refused_write(err)) is None:
+        return None
+    unnamed = f"a file under {HydraConfig.get().runtime.output_dir}" if HydraConfig.initialized() else "a file"
+    return write_failed(file_written(refusal) or unnamed, refusal)
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Bad input (a UserError behind any exception, a Hydra or OmegaConf error, a trainer setting Lightning
-    refuses, a folder that cannot be written) exits with one ``error:`` line and status 1; anything else is a
-    bug and keeps its traceback."""
+    """Bad input (a UserError behind any exception, a write the filesystem refuses, a Hydra or OmegaConf error, a
+    trainer setting Lightning refuses, a folder that cannot be written) exits with one ``error:`` line and status 1;
+    anything else is a bug and keeps its traceback."""
     try:
         yield
     except Exception as err:
         if reason := user_error(err):
             sys.exit(f"error: {reason}")
+        if failed := write_refused(err):
+            sys.exit(f"error: {failed}")
         if isinstance(err, HydraException | OmegaConfBaseException | MisconfigurationException):
             sys.exit(f"error: {one_line(err)}")  # MisconfigurationException: Lightning refuses a trainer setting
         if isinstance(err, OSError):  # e.g. Hydra cannot create the run directory

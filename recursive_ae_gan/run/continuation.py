@@ -30,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.run.atomic import atomic_write
 from recursive_ae_gan.run.identity import current_settings, ignored, leaves
+from recursive_ae_gan.run.records import Damaged, read_json, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,33 @@ def differences(trained: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return lines
 
 
+def stored_result(path: Path) -> dict:
+    """The result an earlier attempt wrote (``metrics.json``); empty when there is none (killed before the end, or
+    never run) or when it is damaged, which is said: the run then counts as unfinished and goes on from its
+    ``last.ckpt``, whose end writes the result again."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return {}
+    except Damaged as err:
+        log.warning("%s: the run counts as unfinished", err)
+        return {}
+
+
+def settings_trained(path: Path, last: Path) -> dict[str, Any]:
+    """The settings the run in the directory was trained under (``trained_config/settings.yaml``)."""
+    try:
+        settings = read_yaml(path)
+        if not isinstance(settings, dict):
+            raise Damaged(f"{path} is damaged (not a mapping of settings; cut short?)")
+    except Damaged as err:
+        raise NotContinued(
+            f"{err}: the settings of the run in {path.parent.parent} cannot be compared with this command's; resume "
+            f"it on purpose with ckpt_path={last}, or use another run directory"
+        ) from None
+    return current_settings(settings)
+
+
 def continuation(cfg: DictConfig, automatic: bool) -> Continuation:
     """How this attempt goes on from what its run directory holds (module docstring).
 
@@ -101,12 +129,9 @@ def continuation(cfg: DictConfig, automatic: bool) -> Continuation:
     out = Path(cfg.paths.output_dir)
     last = out / "checkpoints" / "last.ckpt"
     trained_file = out / TRAINED / "settings.yaml"
-    try:
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # none yet: killed before the end, or never run
-        metrics = {}
+    metrics = stored_result(out / "metrics.json")
     status = metrics.get("status")
-    trained = current_settings(yaml.safe_load(trained_file.read_text())) if trained_file.is_file() else None
+    trained = settings_trained(trained_file, last) if trained_file.is_file() else None
     if trained is None and (last.is_file() or status == "ok"):
         raise NotContinued(
             f"{out} holds a run but not the settings it was trained under (no {TRAINED}/settings.yaml): "

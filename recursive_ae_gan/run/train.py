@@ -22,7 +22,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
-from recursive_ae_gan.errors import CollapsedRunError, RunFailed, user_error
+from recursive_ae_gan.errors import CollapsedRunError, RunFailed, WriteFailed, user_error
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run import console
@@ -30,6 +30,7 @@ from recursive_ae_gan.run.atomic import atomic_write
 from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
 from recursive_ae_gan.run.config import check
 from recursive_ae_gan.run.continuation import NotContinued, continuation, start
+from recursive_ae_gan.run.lock import owned_here
 from recursive_ae_gan.run.loggers import check_installed, print_config_tree, record_result, record_tags
 from recursive_ae_gan.sweeps import sweeper_config  # noqa: F401  (registers hydra/sweeper=optuna)
 from recursive_ae_gan.sweeps.gpus import pin_job_to_gpu
@@ -77,27 +78,29 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
     """Fit and test the configured model; returns what it writes to ``metrics.json``.
 
     ``score`` is the headline metric: the test reconstruction loss of step 0. ``automatic``: continue what the
-    run directory holds as ``ckpt_path=auto`` does (a multirun's jobs; ``run.continuation``).
+    run directory holds as ``ckpt_path=auto`` does (a multirun's jobs; ``run.continuation``). The run directory is
+    this process's from before it is read until the result is written (``run.lock``).
     """
     check(cfg)  # types, ranges and unknown keys, before any data is loaded or any model built
     check_installed(cfg.get("logger"))  # a chosen logger's client package, before anything starts
-    earlier = continuation(cfg, automatic)  # before anything is written into the run directory
-    if earlier.result is not None:  # this run finished in this directory: its stored result
-        return earlier.result
-    if cfg.extras.print_config:
-        print_config_tree(cfg, Path(cfg.paths.output_dir, "config_tree.log"))
-    datamodule, model, trainer = instantiate_run(cfg)
-    if earlier.ckpt_path:  # a one-line error for a missing, unreadable or mismatched checkpoint, before fit
-        check_fits(read_checkpoint(earlier.ckpt_path), model, earlier.ckpt_path)
-    if trainer.is_global_zero:
-        start(cfg)  # from here on, a kill leaves an unfinished run that the same command continues
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=earlier.ckpt_path)
-    except RunFailed as err:
+    with owned_here(Path(cfg.paths.output_dir)):  # another process training this directory: RunningElsewhere
+        earlier = continuation(cfg, automatic)  # before anything is written into the run directory
+        if earlier.result is not None:  # this run finished in this directory: its stored result
+            return earlier.result
+        if cfg.extras.print_config:
+            print_config_tree(cfg, Path(cfg.paths.output_dir, "config_tree.log"))
+        datamodule, model, trainer = instantiate_run(cfg)
+        if earlier.ckpt_path:  # a one-line error for a missing, unreadable or mismatched checkpoint, before fit
+            check_fits(read_checkpoint(earlier.ckpt_path), model, earlier.ckpt_path)
         if trainer.is_global_zero:
-            write_metrics(cfg, {"status": err.status, "error": str(err), "tags": list(cfg.tags)})
-        raise
-    return finish(cfg, trainer, model, datamodule)
+            start(cfg)  # from here on, a kill leaves an unfinished run that the same command continues
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=earlier.ckpt_path)
+        except RunFailed as err:
+            if trainer.is_global_zero:
+                write_metrics(cfg, {"status": err.status, "error": str(err), "tags": list(cfg.tags)})
+            raise
+        return finish(cfg, trainer, model, datamodule)
 
 
 def instantiate_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -162,16 +165,30 @@ def hydra_main(cfg: DictConfig) -> float | None:
     pin_job_to_gpu(HydraConfig.get())  # hydra/launcher=gpus: one GPU per job, before anything touches CUDA
     try:
         return objective(train(cfg, automatic=True), cfg.optimized_metric)
-    except NotContinued as err:  # refused, or failed in an earlier attempt: its directory stays as it is
+    except NotContinued as err:  # refused, failed in an earlier attempt, or trained by another process: left as is
         log.error("job %s: %s", HydraConfig.get().job.num, err)
         return None
     except Exception as err:  # one failed job must not end the sweep: record why, go on with the next
-        out = Path(cfg.paths.output_dir)
-        atomic_write(out / "error.log", traceback.format_exc())
-        if not isinstance(err, RunFailed):  # a collapsed or diverged run has written its own status
-            write_metrics(cfg, {"status": "failed", "error": str(user_error(err) or err)})
-        log.error("job %s failed: %s (traceback in %s)", HydraConfig.get().job.num, err, out / "error.log")
+        record_failure(cfg, err)
         return None
+
+
+def record_failure(cfg: DictConfig, err: Exception) -> None:
+    """A sweep's failed job: its traceback in ``error.log``, ``"status": "failed"`` in ``metrics.json``, and one
+    line in the log. A write the filesystem refused (a full disk, ...) leaves the job unfinished instead, not
+    failed: once there is room, the same command continues it from its ``last.ckpt``. Called while handling ``err``.
+    """
+    out, job = Path(cfg.paths.output_dir), HydraConfig.get().job.num
+    refused = console.write_refused(err)
+    reason = user_error(err) or refused or err
+    try:
+        atomic_write(out / "error.log", traceback.format_exc())
+        if not isinstance(err, RunFailed) and refused is None:  # a collapsed or diverged run wrote its own status
+            write_metrics(cfg, {"status": "failed", "error": str(reason)})
+    except WriteFailed as unwritten:  # the disk is full for the record too: the log line is all there is
+        log.error("job %s failed: %s (%s)", job, reason, unwritten)
+        return
+    log.error("job %s failed: %s (traceback in %s)", job, reason, out / "error.log")
 
 
 def main() -> None:

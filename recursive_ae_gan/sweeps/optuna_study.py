@@ -21,8 +21,9 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.exc import SQLAlchemyError  # optuna's database storage
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ class StudySweeperImpl(OptunaSweeperImpl):
             study = optuna.load_study(study_name=self.study_name, storage=self.storage)
         except KeyError:  # no such study yet
             return 0
+        except SQLAlchemyError as err:  # the first read of the storage: a damaged database file fails here
+            raise UserError(
+                f"hydra.sweeper.storage={self.storage} cannot be read ({first_line(getattr(err, 'orig', None) or err)}"
+                "; a damaged file?): move it away to start the study anew, or give another storage"
+            ) from None
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             job = Path(self.sweep_dir) / str(trial.number)
             kept = f"; its job directory {job} is kept as the kill left it" if job.is_dir() else ""

@@ -111,6 +111,15 @@ def test_evaluate_rejects_bad_input(run_dir: Path, tmp_path: Path) -> None:
     for message, override in cases.items():
         with pytest.raises(UserError, match=message):
             evaluate(eval_cfg(override))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir / ".hydra", damaged / ".hydra")
+    config = (damaged / ".hydra" / "config.yaml").read_text()
+    (damaged / ".hydra" / "config.yaml").write_text(config[: config.index("\ntrainer:")])  # cut short before trainer
+    (damaged / "checkpoints").mkdir()
+    shutil.copy(ckpt, damaged / "checkpoints" / "last.ckpt")
+    with pytest.raises(UserError) as refused:
+        evaluate(eval_cfg(f"ckpt_path={damaged / 'checkpoints' / 'last.ckpt'}"))
+    assert str(refused.value) == f"{damaged}/.hydra/config.yaml is damaged (no trainer, paths; cut short?)"
     with pytest.raises(UserError, match="eval.max_depth=1 is below the run's model.recursion_depth=2"):
         evaluate(eval_cfg(f"ckpt_path={ckpt}", "eval.max_depth=1"))
     with pytest.raises(UserError, match="no checkpoint given"):

@@ -93,7 +93,7 @@ def test_report_has_one_row_per_run_and_the_plots(sweep: Path) -> None:
 
 
 def test_loss_curves_come_from_tensorboard_per_epoch(sweep: Path) -> None:
-    for run in find_runs(sweep):
+    for run in find_runs(sweep)[0]:
         curves = loss_curves(run)
         assert set(curves) == {"train", "val"}
         for epochs, losses in curves.values():
@@ -103,13 +103,13 @@ def test_loss_curves_come_from_tensorboard_per_epoch(sweep: Path) -> None:
 def test_step_curve_prefers_eval_jsons_deeper_steps(sweep: Path, tmp_path: Path) -> None:
     metrics = json.loads((sweep / "1" / "metrics.json").read_text())
     run = copy_run(sweep / "1", tmp_path / "run", metrics)
-    (run_info,) = find_runs(run)
+    (run_info,), _ = find_runs(run)
     assert step_curve(run_info) == ("mse", [0, 1, 2], [metrics[f"test/step_{i}/mse"] for i in range(3)])
 
     deeper = {"max_depth": 4, "score_name": "test/step_0/mse", **{f"test/step_{i}/mse": 1.0 + i for i in range(5)}}
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "eval.json").write_text(json.dumps(deeper))
-    (run_info,) = find_runs(run)
+    (run_info,), _ = find_runs(run)
     assert step_curve(run_info) == ("mse", [0, 1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0, 5.0])
 
 
@@ -172,6 +172,37 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, 
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_report_leaves_out_the_runs_whose_files_are_damaged_and_names_them(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ok = json.loads((sweep / "0" / "metrics.json").read_text())
+    for name in ("a_whole", "b_metrics", "c_config", "d_overrides", "e_eval"):
+        copy_run(sweep / "0", tmp_path / name, ok)
+    for run, file in (("b_metrics", "metrics.json"), ("c_config", ".hydra/config.yaml")):  # cut in half
+        text = (tmp_path / run / file).read_text()
+        (tmp_path / run / file).write_text(text[: len(text) // 2])
+    (tmp_path / "d_overrides" / ".hydra" / "overrides.yaml").write_bytes(bytes(range(128, 256)))  # not text
+    (tmp_path / "e_eval" / "checkpoints").mkdir()
+    (tmp_path / "e_eval" / "checkpoints" / "eval.json").write_text("")  # emptied
+
+    main([str(tmp_path)])
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 4
+    cut = [("b_metrics", "metrics.json"), ("c_config", ".hydra/config.yaml")]
+    for warning, (run, file) in zip(warnings[:2], cut, strict=True):
+        assert warning.startswith(f"warning: left out run {run}: {tmp_path / run / file} is damaged (")
+        assert warning.endswith("; cut short?)")
+    assert warnings[2:] == [
+        f"warning: left out run d_overrides: {tmp_path}/d_overrides/.hydra/overrides.yaml is damaged (not text: byte 0 "
+        "is 0x80)",
+        f"warning: left out run e_eval: {tmp_path}/e_eval/checkpoints/eval.json is damaged (empty; cut short?)",
+    ]
+    assert "wrote" in out and [row["run"] for row in read_csv(tmp_path / "report_runs.csv")] == ["a_whole"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Left out" in markdown and all(line.removeprefix("warning: ") in markdown for line in warnings)
 
 
 def test_tags_are_shown_and_select_the_runs(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -311,7 +342,7 @@ def test_grouping_ignores_the_seeds_and_nothing_that_trains(
 ) -> None:
     fake_run(sweep / "0", tmp_path / "a", 0, 0.013)
     fake_run(sweep / "0", tmp_path / "b", 0, 0.014, changes={key: value})
-    groups = group_runs(find_runs(tmp_path))
+    groups = group_runs(find_runs(tmp_path)[0])
     assert len(groups) == (1 if one_group else 2)
     if not one_group:
         assert groups[1].label == f"{key}={value}"  # the override that makes it differ
@@ -365,7 +396,7 @@ def test_loss_curves_are_a_group_mean_with_a_band(sweep: Path, tmp_path: Path) -
         config = OmegaConf.load(tmp_path / f"{seed}" / ".hydra" / "config.yaml")
         config.seed = seed
         OmegaConf.save(config, tmp_path / f"{seed}" / ".hydra" / "config.yaml")
-    (group,) = group_runs(find_runs(tmp_path))
+    (group,) = group_runs(find_runs(tmp_path)[0])
     (epochs, losses) = loss_curves(group.runs[0])["val"]
     assert group_loss_curves(group)["val"] == {e: [loss, loss] for e, loss in zip(epochs, losses, strict=True)}
     write_report(tmp_path)

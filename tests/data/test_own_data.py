@@ -1,5 +1,5 @@
 """Your own data: a torchvision dataset added by a config file alone, and a folder of image files on both
-paths (in memory and streamed from disk), through the real CLI."""
+paths (in memory and streamed from disk), through the real CLI; images over the pixel limit among them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import _images, assert_one_line_error, run_cli, run_cli_forked, write_image_folder
+from helpers import (
+    ONE_EPOCH,
+    _images,
+    assert_one_line_error,
+    run_cli,
+    run_cli_forked,
+    write_image_folder,
+    write_png_declaring,
+)
 from hydra.utils import instantiate
 
 from recursive_ae_gan.networks import ConvAutoencoder
+from recursive_ae_gan.run.train import train
 
 FASHION_CONFIG = """\
 # A dataset that no file of the package names: FashionMNIST, by this config file alone.
@@ -119,6 +128,37 @@ def test_a_folder_without_readable_images_is_one_line(data_root: Path, tmp_path:
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     process = run_cli_forked(data_root, tmp_path / "out", *FOLDER, f"data.root={tmp_path / 'empty'}")
     assert_one_line_error(process, "no image files", str(tmp_path / "empty"), "data.root")
+
+
+def test_a_folder_image_over_the_pixel_limit_is_skipped_and_the_rest_trains(compose_cfg, tmp_path: Path, caplog):
+    """A small PNG declaring 20000x20000 pixels (over PIL's threshold) and an empty file, among good images; read in
+    a DataLoader worker, as on the streaming path."""
+    folder = write_image_folder(tmp_path / "images", n=24, size=16, corrupt=False)
+    huge = write_png_declaring(folder / "dogs" / "huge.png", 20000, 20000)
+    (folder / "cats" / "empty.png").write_bytes(b"")
+    small = ["data.image_size=16", "data.val_size=4", "data.test_size=4", "data.train_size=null"]
+    cfg = compose_cfg("data=folder", f"data.root={folder}", *small, "data.num_workers=1", *ONE_EPOCH)
+    with caplog.at_level(logging.WARNING):
+        assert train(cfg)["status"] == "ok"
+    over = f"cannot decode {huge}: 20000x20000 = 400,000,000 pixels, more than data.max_image_pixels=178956970"
+    assert (
+        f"skipped 2 unreadable image file(s) of 26 in {folder} (1 over the pixel limit): cannot decode "
+        f"{folder / 'cats' / 'empty.png'}: cannot identify image file"
+    ) in caplog.text
+    assert f"; {over} (raise it to read such images)\n" in caplog.text
+
+
+def test_a_folder_of_images_over_the_pixel_limit_only_is_one_line(data_root: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    huge = write_png_declaring(folder / "huge.png", 20000, 20000)
+    (folder / "empty.png").write_bytes(b"")
+    process = run_cli_forked(data_root, tmp_path / "out", *FOLDER, f"data.root={folder}")
+    assert assert_one_line_error(process) == (
+        f"error: none of the 2 image files in {folder} can be read (1 over the pixel limit: cannot decode {huge}: "
+        "20000x20000 = 400,000,000 pixels, more than data.max_image_pixels=178956970 (raise it to read such images)); "
+        "check data.root"
+    )
 
 
 def test_the_report_network_on_other_images_names_both_settings(data_root: Path, folder: Path, tmp_path: Path):

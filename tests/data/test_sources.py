@@ -24,7 +24,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from recursive_ae_gan.analysis.reconstruct import read_images
 from recursive_ae_gan.data.datamodule import SPLITS
-from recursive_ae_gan.data.sources import TorchvisionItems, open_dataset, read_all
+from recursive_ae_gan.data.sources import FileItems, TooManyPixels, TorchvisionItems, open_dataset, read_all
+from recursive_ae_gan.errors import UserError
 
 SIZE = 24  # every file is SIZE x SIZE, so that convert() keeps its pixels (a multiple of JPEG's 8x8 blocks)
 TOLERANCE = 2  # mean absolute error, in 1/255
@@ -206,6 +207,24 @@ def test_sixteen_bits_are_scaled_not_clipped(kinds: tuple[Path, dict[str, np.nda
     torch.testing.assert_close(
         image[0].double(), torch.from_numpy(expected["gray16.png"][..., 0]).round(), atol=0, rtol=0
     )
+
+
+def test_the_pixel_limit_is_exact_and_pils_own_setting_is_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "image.png"
+    Image.fromarray(_rgb(np.random.default_rng(0))).save(path)  # SIZE x SIZE = 576 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a process that lowered PIL's own threshold: not ours
+    assert FileItems([path], "image", 3, SIZE)[0].shape == (3, SIZE, SIZE)  # PIL's default limit
+    assert FileItems([path], "image", 3, SIZE, max_pixels=576)[0].shape == (3, SIZE, SIZE)
+    with pytest.raises(TooManyPixels) as refused:
+        FileItems([path], "image", 3, SIZE, max_pixels=575)[0]
+    assert str(refused.value) == (
+        f"cannot decode {path}: 24x24 = 576 pixels, more than data.max_image_pixels=575 (raise it to read such images)"
+    )
+    with pytest.raises(UserError, match=r"576 pixels, more than max_image_pixels=575 \(raise"):  # reconstruct's
+        read_images([path], 3, SIZE, max_pixels=575)
+    assert Image.MAX_IMAGE_PIXELS == 100
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])

@@ -4,6 +4,7 @@ ends as an uninterrupted one; finished runs are not trained again; other setting
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -87,6 +88,30 @@ def test_a_failed_run_is_kept_unless_rerun_failed(compose_cfg, tmp_path: Path) -
     last.parent.mkdir()
     last.write_bytes(b"")
     assert continuation(rerun, automatic=False) == Continuation(ckpt_path=last)  # on from its last checkpoint
+
+
+def test_a_damaged_result_counts_as_unfinished_and_damaged_settings_are_refused(compose_cfg, tmp_path, caplog) -> None:
+    start(compose_cfg("ckpt_path=auto"))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"status": "ok", "score": 0.0')  # cut short
+    with caplog.at_level(logging.WARNING):
+        assert continuation(compose_cfg("ckpt_path=auto"), automatic=True) == Continuation(ckpt_path=last)
+    cut = "not JSON: Expecting ',' delimiter: line 1 column 30 (char 29); cut short?"
+    assert f"{metrics} is damaged ({cut}): the run counts as unfinished" in caplog.text
+
+    settings = tmp_path / "trained_config" / "settings.yaml"
+    for damage, why in [("model.lr: [0.005\n", "not YAML: expected ',' or ']', but got '<stream end>' at line 2"),
+                        ("", "not a mapping of settings"), ("- model.lr\n", "not a mapping of settings")]:  # fmt: skip
+        settings.write_text(damage)
+        with pytest.raises(NotContinued) as refused:
+            continuation(compose_cfg("ckpt_path=auto"), automatic=True)
+        assert str(refused.value) == (
+            f"{settings} is damaged ({why}; cut short?): the settings of the run in {tmp_path} cannot be compared "
+            f"with this command's; resume it on purpose with ckpt_path={last}, or use another run directory"
+        )
 
 
 def test_killed_streaming_run_continues_bit_identical_and_finished_is_not_retrained(compose_cfg, tmp_path) -> None:

@@ -13,7 +13,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import assert_one_line_error, data_and_model, fixture_overrides, run_cli, run_dir
+from helpers import (
+    ONE_EPOCH,
+    assert_one_line_error,
+    data_and_model,
+    fixture_overrides,
+    refuse_writes,
+    run_cli,
+    run_cli_forked,
+    run_dir,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from recursive_ae_gan.models import RecursiveAutoencoder
@@ -111,6 +120,24 @@ def test_cli_sweep_records_a_failed_job_and_goes_on(data_root: Path, tmp_path: P
     assert ok["status"] == "ok"
     assert failed["status"] == "failed" and "data.train_size=100000" in failed["error"]
     assert "UserError" in (sweep / "1" / "error.log").read_text()
+
+
+def test_cli_sweep_leaves_a_job_whose_write_is_refused_unfinished_and_goes_on(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job 0's checkpoints and error.log do not fit on the disk: it is left unfinished (no metrics.json, so the
+    same command continues it once there is room), and the sweep trains job 1."""
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    refuse_writes(monkeypatch, lambda target: target.parent == job / "checkpoints" or target == job / "error.log")
+    process = run_cli_forked(data_root, tmp_path, "seed=0,1", *ONE_EPOCH, f"hydra.sweep.dir={sweep}", "--multirun")
+    assert assert_one_line_error(process) == f"error: 2 jobs: 1 ok, 1 failed (job 0: see {job})"
+    assert (
+        f"job 0 failed: cannot write {job / 'checkpoints' / 'last.ckpt'}: no space left on device (cannot write "
+        f"{job / 'error.log'}: no space left on device)"
+    ) in process.stdout
+    assert not (job / "metrics.json").exists() and not list((job / "checkpoints").iterdir())
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "ok"
 
 
 # Noise that must not reach a run's console: Lightning's advertisements, its use of an API torch deprecates,

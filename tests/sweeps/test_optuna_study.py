@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recursive_ae_gan.analysis.report import write_report
+from recursive_ae_gan.errors import UserError
 
 # optuna 2.10 (the newest the Hydra plugin takes) uses SQLAlchemy 1.4 APIs that 2.0 removed, and says so.
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated API features detected")
@@ -122,6 +123,16 @@ def test_a_trial_left_running_by_a_killed_run_is_failed_and_counts(tmp_path: Pat
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert launcher.launches[0][1] == [f"x={trials[n].params['x']}" for n in (2, 3)]
     assert len({t.params["x"] for t in trials if t.state.name == "COMPLETE"}) == 3
+
+
+def test_a_damaged_study_database_is_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "study.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 2)  # a header, then garbage
+    with pytest.raises(UserError) as refused:
+        sweep(tmp_path, {"_target_": "optuna.samplers.RandomSampler", "seed": 0}, "interval(0, 1)", n_trials=1)
+    assert str(refused.value) == (
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db cannot be read (file is not a database; a damaged "
+        "file?): move it away to start the study anew, or give another storage"
+    )
 
 
 def test_a_continued_grid_study_runs_the_points_it_has_not(tmp_path: Path) -> None:

@@ -1,18 +1,33 @@
 """sweeps.summary and sweeps through the real CLI: Optuna with a failing trial, submitit, a sweep's summary and exit
-status, what a job returns to the sweeper."""
+status, what a job returns to the sweeper, the same sweep started twice."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import compose_hydra, run_sweep, sweep_dir
+from helpers import (
+    ONE_EPOCH,
+    REPO,
+    assert_one_line_error,
+    compose_hydra,
+    fixture_overrides,
+    run_cli_forked,
+    run_sweep,
+    sweep_dir,
+)
 from omegaconf import OmegaConf
 
 from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.run.lock import owned
 from recursive_ae_gan.sweeps.summary import job_statuses, objective, summary
 
 
@@ -85,17 +100,75 @@ def test_sweep_with_failed_and_collapsed_jobs_exits_1_with_a_summary(data_root: 
     assert job_statuses(sweep) == {"0": "ok", "1": "collapsed", "2": "failed", "3": "failed"}
 
 
-def test_summary_counts_every_status_but_ok_as_failed(tmp_path: Path) -> None:
-    for job, metrics in [("0", '{"status": "ok"}'), ("1", '{"status": "diverged"}'), ("2", None), ("10", "{")]:
+def test_summary_counts_every_status_but_ok_as_failed_and_running_jobs_apart(tmp_path: Path) -> None:
+    jobs = [("0", '{"status": "ok"}'), ("1", '{"status": "diverged"}'), ("2", None), ("10", "{"), ("11", "[]"),
+            ("12", b"\x89PNG"), ("13", '{"status": "ok"}')]  # fmt: skip
+    for job, metrics in jobs:
         (tmp_path / job / ".hydra").mkdir(parents=True)
         (tmp_path / job / ".hydra" / "overrides.yaml").write_text("[]\n")
-        if metrics is not None:
+        if isinstance(metrics, bytes):
+            (tmp_path / job / "metrics.json").write_bytes(metrics)
+        elif metrics is not None:
             (tmp_path / job / "metrics.json").write_text(metrics)
     (tmp_path / "1" / "error.log").write_text("Traceback ...")
-    statuses = job_statuses(tmp_path)
-    assert statuses == {"0": "ok", "1": "diverged", "2": "missing", "10": "unreadable"}
-    assert summary(tmp_path, statuses) == f"4 jobs: 1 ok, 3 failed (jobs 1, 2, 10: see {tmp_path}/1/error.log)"
+    with owned(tmp_path / "13"):  # trained again, by another process: its metrics.json is an earlier attempt's
+        statuses = job_statuses(tmp_path)
+    unreadable = {"10": "unreadable", "11": "unreadable", "12": "unreadable"}  # cut short, not an object, not text
+    assert statuses == {"0": "ok", "1": "diverged", "2": "missing", **unreadable, "13": "running"}
+    assert summary(tmp_path, statuses) == (
+        f"7 jobs: 1 ok, 5 failed, 1 running elsewhere (jobs 1, 2, 10, 11, 12: see {tmp_path}/1/error.log; job 13: "
+        "left to the process training it)"
+    )
     assert summary(tmp_path, {"2": "missing"}) == f"1 job: 0 ok, 1 failed (job 2: see {tmp_path}/2)"
+    assert summary(tmp_path, {"0": "ok", "1": "running", "2": "running"}) == (
+        "3 jobs: 1 ok, 0 failed, 2 running elsewhere (jobs 1, 2: left to the process training them)"
+    )
+
+
+def test_a_sweep_started_twice_leaves_the_job_in_training_to_its_owner(data_root: Path, tmp_path: Path) -> None:
+    """The first sweep holds mid-epoch in job 0. The same command again leaves job 0 to it and trains job 1; a
+    single run continued with ckpt_path=auto in job 0's directory is refused. After a SIGKILL of the first, the
+    same command takes job 0 over; job 1's metrics.json, cut short meanwhile, counts as unfinished: job 1 is tested
+    again from its last.ckpt, not trained again."""
+    sweep, holding = tmp_path / "sweep", tmp_path / "holding"
+    hold = [f"+callbacks.hold.{key}" for key in ("_target_=tests.recorders.HoldAt", "job=0", "epoch=0", "batch=1")]
+    overrides = [*ONE_EPOCH, *hold, f"+callbacks.hold.marker={holding}"]
+    command = [sys.executable, "-m", "recursive_ae_gan.train", *fixture_overrides(data_root, tmp_path), *overrides,
+               "seed=0,1", f"hydra.sweep.dir={sweep}", "--multirun"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "first.txt", "w") as output:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not holding.exists():  # job 0 is in its first epoch
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.txt").read_text()[-3000:]
+            time.sleep(0.2)
+        owner = f"{sweep / '0'} is being trained by another process (pid {first.pid} on {socket.gethostname()})"
+
+        second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-3000:]  # nothing failed: job 0 is its owner's to report
+        assert f"job 0: {owner}: left to it" in second.stdout
+        assert "2 jobs: 1 ok, 0 failed, 1 running elsewhere (job 0: left to the process training it)" in second.stdout
+        assert not (sweep / "0" / "metrics.json").exists() and not (sweep / "0" / "error.log").exists()
+
+        single = [*overrides, "seed=0", f"hydra.run.dir={sweep / '0'}", "ckpt_path=auto"]
+        assert assert_one_line_error(run_cli_forked(data_root, tmp_path / "single", *single)) == (
+            f"error: {owner}: left to it"
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+    metrics = sweep / "1" / "metrics.json"
+    result, trained = json.loads(metrics.read_text()), (sweep / "1" / "checkpoints" / "last.ckpt").read_bytes()
+    metrics.write_text(metrics.read_text()[:100])
+    third = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "2 jobs: 2 ok, 0 failed" in third.stdout
+    assert f"{metrics} is damaged (not JSON: " in third.stdout and "the run counts as unfinished" in third.stdout
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "ok"  # trained at last
+    assert json.loads(metrics.read_text()) == result  # tested again, as before
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").read_bytes() == trained  # not trained again
 
 
 def test_gan_search_space_composes_into_valid_overrides() -> None:
