@@ -5,9 +5,10 @@ the decoder, a transposed conv that pastes every tile back as pixel values, clam
 as their logits (the contract of every autoencoder). No normalisation, no activation: an image's code never
 depends on the rest of the batch, and every recursive step sees the same function.
 
-``noise=true`` makes the decoder stochastic: it adds Gaussian tiles whose second moments are those of the
-residuals the code cannot carry (``fit_noise``, called by the ``FitNoise`` callback), so a reconstruction has the
-detail a real image has, drawn rather than recalled (docs/results.md, "Realism").
+``noise=true`` makes the evaluated decoder stochastic: it adds Gaussian tiles whose second moments are those of
+the residuals the code cannot carry (``fit_noise``, called by the ``FitNoise`` callback), so a reconstruction has
+the detail a real image has, drawn rather than recalled. Training fits the mean alone: a recursion trained on its
+own noise learns to remove it, its residuals grow and the noise fitted to them with it (docs/results.md, "Realism").
 """
 
 from collections.abc import Sequence
@@ -55,7 +56,7 @@ class PatchAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pixels = self.mean(x)
-        if self.noise_basis is not None:  # what the code cannot carry, drawn anew for every image
+        if self.noise_basis is not None and not self.training:  # what the code cannot carry, drawn for every image
             b, _, h, w = x.shape
             p = self.noise_basis.shape[-1]
             coefficients = torch.randn(b, len(self.noise_basis), h // p, w // p, device=x.device, dtype=pixels.dtype)

@@ -273,7 +273,7 @@ def test_the_patch_decoders_noise_has_the_second_moments_of_the_residual_tiles()
     """``fit_noise``: the basis ``B`` (one row per Gaussian coefficient) gives tiles of covariance ``B^T B``, which
     must equal the residual tiles' second moments, counted here tile by tile."""
     torch.manual_seed(0)
-    net = PatchAutoencoder((3, 16, 16), patch=4, code_channels=8, noise=True)
+    net = PatchAutoencoder((3, 16, 16), patch=4, code_channels=8, noise=True).eval()
     images = (0.5 + 0.1 * torch.randn(10, 3, 16, 16)).clamp(0, 1)
     with torch.no_grad():
         net.decoder.weight.mul_(0.1), net.decoder.bias.fill_(0.5)  # pixels near 0.5: residuals of mean 0
@@ -288,5 +288,6 @@ def test_the_patch_decoders_noise_has_the_second_moments_of_the_residual_tiles()
     with torch.no_grad():
         draws = torch.stack([torch.sigmoid(net(images)) - net.mean(images) for _ in range(400)])  # (400, N, C, H, W)
     assert draws.std() > 0.05 and draws.mean().abs() < 0.005  # zero-mean noise, drawn anew each call
+    assert torch.equal(net.train()(images), torch.logit(net.mean(images)))  # training fits the mean alone
     plain = PatchAutoencoder((3, 16, 16), patch=4, code_channels=8)
     assert "noise_basis" not in plain.state_dict() and "noise_basis" in net.state_dict()  # old checkpoints load
