@@ -2,8 +2,9 @@
 
 For every dataset, network (``bench.nets``), model and batch size, the composed ``conf/train.yaml``'s
 LightningModule, fitted by a real ``Trainer``, and ``PlainLoop``, the same training in a bare loop, train on the
-same synthetic images in interleaved windows; a row's ratio is the median of the window pairs' ratios, printed with
-their spread, and every row goes to ``<out_dir>/<time>.csv``. The method and the figures: docs/benchmarks.md.
+same synthetic images in interleaved windows (F P P F ...); a row's ratio is the median over every two pairs of
+their ratios' geometric mean, printed with its spread, and every row goes to ``<out_dir>/<time>.csv``. The method
+and the figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
