@@ -64,20 +64,43 @@ class PatchAutoencoder(nn.Module):
             pixels = pixels.clamp(self.eps, 1 - self.eps)
         return torch.logit(pixels)
 
+    def tiles(self, images: torch.Tensor) -> torch.Tensor:
+        """``images``' tiles as rows of C*p*p numbers, in the (C, p, p) layout of the conv weights."""
+        c, p = self.image_shape[0], self.encoder.kernel_size[0]
+        return nn.functional.unfold(images, p, stride=p).transpose(1, 2).reshape(-1, c * p * p)
+
+    @torch.no_grad()
+    def fit_pca(self, images: torch.Tensor, batch_size: int = 512) -> None:
+        """Start from the best linear code of ``images``' tiles under MSE, which Adam otherwise approaches over many
+        epochs: the encoder projects a centred tile on its ``code_channels`` leading principal directions, the
+        decoder pastes them back onto the tiles' mean (per channel: the decoder's bias is one number a channel)."""
+        size = self.tiles(images[:1]).shape[1]
+        moments = torch.zeros(size, size, dtype=torch.float64, device=images.device)
+        total = torch.zeros(size, dtype=torch.float64, device=images.device)
+        count = 0
+        for batch in images.split(batch_size):
+            flat = self.tiles(batch).double()
+            moments, total, count = moments + flat.T @ flat, total + flat.sum(0), count + len(flat)
+        mean = total / count
+        _, vectors = torch.linalg.eigh(moments / count - torch.outer(mean, mean))
+        leading = vectors[:, -self.encoder.out_channels :].T  # (code_channels, C*p*p), one direction a row
+        self.encoder.weight.copy_(leading.reshape_as(self.encoder.weight))
+        self.encoder.bias.copy_(-(leading @ mean))
+        self.decoder.weight.copy_(leading.reshape_as(self.decoder.weight))
+        self.decoder.bias.copy_(mean.reshape(len(self.decoder.bias), -1).mean(1))
+
     @torch.no_grad()
     def fit_noise(self, images: torch.Tensor, batch_size: int = 512) -> None:
         """Fit the noise to the residuals of ``images`` (float in [0, 1], (N, C, H, W)): its tiles become Gaussian with
         the residual tiles' second moments, ``E[r r^T] = B^T B`` for the basis ``B`` (the eigenvectors, scaled)."""
         if self.noise_basis is None:
             return
-        c, p = self.noise_basis.shape[1], self.noise_basis.shape[-1]
-        moments = torch.zeros(c * p * p, c * p * p, dtype=torch.float64, device=images.device)
-        tiles = 0
+        size = len(self.noise_basis)
+        moments = torch.zeros(size, size, dtype=torch.float64, device=images.device)
+        count = 0
         for batch in images.split(batch_size):
-            residual = batch - self.mean(batch)  # (B, C, H, W)
-            flat = nn.functional.unfold(residual, p, stride=p).transpose(1, 2).reshape(-1, c * p * p).double()
-            moments += flat.T @ flat  # unfold's tile layout is (C, p, p), the basis's
-            tiles += len(flat)
-        eigenvalues, eigenvectors = torch.linalg.eigh(moments / tiles)
+            flat = self.tiles(batch - self.mean(batch)).double()
+            moments, count = moments + flat.T @ flat, count + len(flat)
+        eigenvalues, eigenvectors = torch.linalg.eigh(moments / count)
         basis = eigenvectors * eigenvalues.clamp_min(0).sqrt()  # columns: sqrt(lambda_j) u_j
         self.noise_basis.copy_(basis.T.reshape_as(self.noise_basis).to(self.noise_basis.dtype))

@@ -1,5 +1,6 @@
 """Callbacks: the per-epoch image grid of inputs above their reconstructions, TensorBoard's step dashboard, the
-exponential moving average of the weights (``EMA``), and the fit of a stochastic decoder's noise (``FitNoise``)."""
+exponential moving average of the weights (``EMA``), a tile autoencoder's start from the principal components
+(``InitPCA``), and the fit of a stochastic decoder's noise (``FitNoise``)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,16 @@ class StepDashboard(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_custom_scalars(layout)
+
+
+class InitPCA(L.Callback):
+    """Starts a fresh fit of a network with ``fit_pca`` (``PatchAutoencoder``) from the principal components of the
+    training images' tiles; a continued fit keeps the weights of its checkpoint."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: RecursiveAutoencoder) -> None:
+        fit_pca = getattr(pl_module.net, "fit_pca", None)
+        if fit_pca is not None and trainer.ckpt_path is None:
+            fit_pca(trainer.datamodule.images("train").to(pl_module.device).float().div_(255))
 
 
 class FitNoise(L.Callback):
