@@ -98,7 +98,8 @@ class Comparison:
         else:
             basis = f"unpaired (Welch, no shared seed), {self.variant_n} and {self.baseline_n} runs"
         head = f"{self.variant} vs {self.baseline} on {self.dataset.upper()}"
-        return f"{head}: {self.metric.upper()} {d.mean:+.{digits}f}{interval}, {self.verdict}, {basis}"
+        label = self.metric.upper() if self.metric.isalnum() else self.metric  # a loss's short name in capitals
+        return f"{head}: {label} {d.mean:+.{digits}f}{interval}, {self.verdict}, {basis}"
 
     def row(self) -> dict:
         d = self.difference
@@ -201,6 +202,6 @@ def compare_realism(groups: Sequence[Group], baseline: Baseline) -> list[Compari
     for dataset, variant, base in matched(groups, baseline)[0]:
         for step in sorted(set(judged_steps(variant)) & set(judged_steps(base))):
             if found := difference(variant, base, f"test/step_{step}/judge_acc"):
-                name = f"judge_acc step {step}"
+                name = f"judge accuracy at step {step}"
                 comparisons.append(Comparison(dataset, group_name(variant), group_name(base), name, *found))
     return comparisons

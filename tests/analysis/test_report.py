@@ -444,7 +444,7 @@ def test_realism_over_seeds_and_its_paired_difference_per_step(sweep: Path, tmp_
     (comparison,) = results.realism_comparisons  # only step 0 was judged on both
     seeds = sorted(AE_JUDGE)
     expected = sp.ttest_rel([RAE_JUDGE[s] for s in seeds], [AE_JUDGE[s] for s in seeds]).confidence_interval(0.95)
-    assert (comparison.metric, comparison.difference.n, comparison.verdict) == ("judge_acc step 0", 4, "better")
+    assert (comparison.metric, comparison.difference.n, comparison.verdict) == ("judge accuracy at step 0", 4, "better")
     assert (comparison.difference.low, comparison.difference.high) == pytest.approx((expected.low, expected.high))
     report = (tmp_path / "report.md").read_text()
     assert "## Realism: can a fresh judge tell?" in report and f"- {comparison.line()}" in report

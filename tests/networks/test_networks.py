@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -267,6 +268,28 @@ def test_every_config_file_builds() -> None:
         assert "image_shape" not in OmegaConf.load(CONF / group / f"{name}.yaml")  # the data gives it
         out = build(group, name, (3, 32, 32))(torch.rand(2, 3, 32, 32))
         assert out.shape == ((2, 3, 32, 32) if group == "net" else (2,))
+
+
+def test_the_patch_codes_start_is_the_tiles_principal_components() -> None:
+    """``fit_pca``: images whose tiles are a per-channel mean plus a point of a 6-dimensional subspace come back
+    exactly; on any images the code spans the 6 leading right singular vectors of the centred tiles (numpy's SVD)."""
+    torch.manual_seed(0)
+    net = PatchAutoencoder((3, 16, 16), patch=4, code_channels=6, eps=1e-6)
+    coefficients = torch.randn(10 * 16, 6)
+    coefficients -= coefficients.mean(0)
+    tiles = torch.tensor([0.3, 0.5, 0.7]).repeat_interleave(16) + coefficients @ (0.02 * torch.randn(6, 48))
+    images = nn.functional.fold(tiles.reshape(10, 16, 48).transpose(1, 2), (16, 16), 4, stride=4)
+    net.fit_pca(images, batch_size=3)
+    with torch.no_grad():
+        torch.testing.assert_close(net.mean(images), images, atol=2e-5, rtol=0)
+
+    images = torch.rand(8, 3, 16, 16)
+    net.fit_pca(images)
+    flat = nn.functional.unfold(images, 4, stride=4).transpose(1, 2).reshape(-1, 48).double().numpy()
+    leading = torch.from_numpy(np.linalg.svd(flat - flat.mean(0))[2][:6])  # (6, 48), orthonormal rows
+    rows = net.encoder.weight.detach().reshape(6, 48).double()
+    torch.testing.assert_close(rows.T @ rows, leading.T @ leading, atol=1e-5, rtol=0)  # the same subspace
+    torch.testing.assert_close(net.decoder.weight.detach().reshape(6, 48).double(), rows)  # pasted back by it
 
 
 def test_the_patch_decoders_noise_has_the_second_moments_of_the_residual_tiles() -> None:
