@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,6 @@ from helpers import (
     CONF_DIR,
     ONE_EPOCH,
     data_configs,
-    fixture_overrides,
     ok,
     run_cli_forked,
     run_entry_forked,
@@ -35,13 +32,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """An RAE+GAN run of 2 epochs, trained by the real CLI (so it has ``.hydra/config.yaml``)."""
+    """An RAE+GAN run of 2 epochs, trained by the real CLI in a forked child (so it has ``.hydra/config.yaml``)."""
     out = tmp_path_factory.mktemp("evaluate")
     overrides = ["model=rae_gan", "model.warmup_epochs=1", "trainer.max_epochs=2", "collapse_threshold=0"]
-    subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.train", *fixture_overrides(data_root, out), *overrides],
-        cwd=out, check=True, capture_output=True,
-    )  # fmt: skip
+    ok(run_cli_forked(data_root, out, *overrides))
     (run,) = (out / "runs").iterdir()
     return run
 
@@ -127,16 +121,15 @@ def test_evaluate_rejects_bad_input(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_missing_checkpoint_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    missing = tmp_path / "runs" / "x" / "checkpoints" / "last.ckpt"
-    proc = subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.evaluate", f"ckpt_path={missing}"],
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    missing = cwd / "runs" / "x" / "checkpoints" / "last.ckpt"
+    proc = run_entry_forked("evaluate", tmp_path / "output", f"ckpt_path={missing}", cwd=cwd)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"error: checkpoint not found: {missing}; set ckpt_path to a run's checkpoints/*.ckpt file"
     ]
-    assert list(tmp_path.iterdir()) == []  # no Hydra output dir, no log file
+    assert list(cwd.iterdir()) == []  # no Hydra output dir, no log file
 
 
 def old_run_config(data_root: Path) -> dict:
