@@ -124,6 +124,8 @@ def test_summary_counts_every_status_but_ok_as_failed_and_running_jobs_apart(tmp
         "left to the process training it)"
     )
     assert summary(tmp_path, {"2": "missing"}) == f"1 job: 0 ok, 1 failed (job 2: see {tmp_path}/2)"
+    one_failed = f"2 jobs: 1 ok, 1 failed (job 1: see {tmp_path}/1/error.log)"  # the sweep's line, but for "error: "
+    assert summary(tmp_path, {"0": "ok", "1": "failed"}) == one_failed
     assert summary(tmp_path, {"0": "ok", "1": "running", "2": "running"}) == (
         "3 jobs: 1 ok, 0 failed, 2 running elsewhere (jobs 1, 2: left to the process training them)"
     )
