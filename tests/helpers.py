@@ -260,39 +260,58 @@ def _cli_child(argv: list[str], stdout: str, stderr: str) -> None:
     main()  # SystemExit("error: ...") prints its message and exits 1, as in the interpreter
 
 
-def run_cli_forked(data_root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _join(child: multiprocessing.process.BaseProcess, timeout: float) -> int | None:
+    """The child's exit status; a child still running after ``timeout`` seconds is killed (status ``None``)."""
+    child.join(timeout=timeout)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode
+
+
+def run_cli_forked(data_root: Path, out: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m recursive_ae_gan.train`` on the fixtures, as a child forked from the test process: the real
     entry point (``main()`` with the command line in ``sys.argv``) in a process of its own, exit status and
-    output included, without importing torch and Lightning again. For commands that end before training."""
+    output included, without importing torch and Lightning again (conftest's one torch thread makes training
+    in the child safe). Its stdout and stderr are ``out/stdout.txt`` and ``out/stderr.txt``.
+
+    Not for what needs a fresh interpreter: a console free of warnings (under pytest the child's warnings may go
+    to the test's record of them, not to stderr), signals sent by another process, DDP's or submitit's processes."""
     out.mkdir(parents=True, exist_ok=True)
     stdout, stderr = out / "stdout.txt", out / "stderr.txt"
     child = multiprocessing.get_context("fork").Process(
         target=_cli_child, args=([*fixture_overrides(data_root, out), *overrides], str(stdout), str(stderr))
     )
     child.start()
-    child.join(timeout=120)
-    return subprocess.CompletedProcess(overrides, child.exitcode, stdout.read_text(), stderr.read_text())
+    status = _join(child, timeout)
+    return subprocess.CompletedProcess(overrides, status, stdout.read_text(), stderr.read_text())
 
 
-def _entry_child(entry: str, argv: list[str], stdout: str, stderr: str) -> None:
+def _entry_child(entry: str, argv: list[str], stdout: str, stderr: str, cwd: str | None) -> None:
     for path, fd in ((stdout, 1), (stderr, 2)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
     sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+    if cwd is not None:
+        os.chdir(cwd)
     sys.argv = [f"recursive_ae_gan.{entry}", *argv]
     module = __import__(f"recursive_ae_gan.{entry}", fromlist=["main"])
     module.main()
 
 
-def run_entry_forked(entry: str, out: Path, *argv: str) -> subprocess.CompletedProcess:
-    """``python -m recursive_ae_gan.<entry> ARGV`` in a child forked from the test process (as run_cli_forked)."""
+def run_entry_forked(
+    entry: str, out: Path, *argv: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python -m recursive_ae_gan.<entry> ARGV`` in a child forked from the test process (as run_cli_forked),
+    in the working folder ``cwd`` if given (``out``, which holds its stdout and stderr, should lie outside it)."""
     out.mkdir(parents=True, exist_ok=True)
     stdout, stderr = out / "stdout.txt", out / "stderr.txt"
     child = multiprocessing.get_context("fork").Process(
-        target=_entry_child, args=(entry, list(argv), str(stdout), str(stderr))
+        target=_entry_child, args=(entry, list(argv), str(stdout), str(stderr), None if cwd is None else str(cwd))
     )
     child.start()
-    child.join(timeout=120)
-    return subprocess.CompletedProcess(argv, child.exitcode, stdout.read_text(), stderr.read_text())
+    status = _join(child, timeout)
+    return subprocess.CompletedProcess(argv, status, stdout.read_text(), stderr.read_text())
 
 
 def run_sweep(data_root: Path, out: Path, *overrides: str, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from helpers import (
     CONF_DIR,
     ONE_EPOCH,
     data_configs,
-    fixture_overrides,
     ok,
     run_cli_forked,
     run_entry_forked,
@@ -35,13 +33,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """An RAE+GAN run of 2 epochs, trained by the real CLI (so it has ``.hydra/config.yaml``)."""
+    """An RAE+GAN run of 2 epochs, trained by the real CLI in a forked child (so it has ``.hydra/config.yaml``)."""
     out = tmp_path_factory.mktemp("evaluate")
     overrides = ["model=rae_gan", "model.warmup_epochs=1", "trainer.max_epochs=2", "collapse_threshold=0"]
-    subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.train", *fixture_overrides(data_root, out), *overrides],
-        cwd=out, check=True, capture_output=True,
-    )  # fmt: skip
+    ok(run_cli_forked(data_root, out, *overrides))
     (run,) = (out / "runs").iterdir()
     return run
 
@@ -51,8 +46,17 @@ def eval_cfg(*overrides: str) -> DictConfig:
         return compose(config_name="evaluate", overrides=["eval.accelerator=cpu", *overrides])
 
 
-def test_evaluate_repeats_the_runs_test_metrics_and_goes_deeper(run_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluated(run_dir: Path) -> tuple[dict, str, bytes]:
+    """``evaluate`` of the run's last.ckpt with the defaults: its result, and the eval.json and eval.png it wrote
+    beside the checkpoint (as written, before another test's evaluate writes them again)."""
     result = evaluate(eval_cfg(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"))
+    checkpoints = run_dir / "checkpoints"
+    return result, (checkpoints / "eval.json").read_text(), (checkpoints / "eval.png").read_bytes()
+
+
+def test_evaluate_repeats_the_runs_test_metrics_and_goes_deeper(run_dir: Path, evaluated) -> None:
+    result, eval_json, eval_png = evaluated
     trained = json.loads((run_dir / "metrics.json").read_text())
 
     # Steps 0..DEPTH: what training measured on the same final weights and test images.
@@ -67,12 +71,10 @@ def test_evaluate_repeats_the_runs_test_metrics_and_goes_deeper(run_dir: Path) -
     assert f"test/step_{DEPTH + 4}/mse" not in result
     assert 0 < result["test/bce_floor"] < result["test/step_0/bce"]
 
-    checkpoints = run_dir / "checkpoints"
-    assert json.loads((checkpoints / "eval.json").read_text()) == result
-    png = checkpoints / "eval.png"
-    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert json.loads(eval_json) == result
+    assert eval_png[:8] == PNG_MAGIC
     # make_grid's 2-pixel padding around 28x28 images: 8 columns; the inputs, then steps 0..DEPTH+3.
-    assert Image.open(png).size == (8 * 30 + 2, (DEPTH + 5) * 30 + 2)
+    assert Image.open(io.BytesIO(eval_png)).size == (8 * 30 + 2, (DEPTH + 5) * 30 + 2)
 
     table = step_table(result).splitlines()
     assert table[0].split(" | ")[:3] == ["| step", "mse", "bce"] and "fool_rate" in table[0]
@@ -127,16 +129,15 @@ def test_evaluate_rejects_bad_input(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_missing_checkpoint_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    missing = tmp_path / "runs" / "x" / "checkpoints" / "last.ckpt"
-    proc = subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.evaluate", f"ckpt_path={missing}"],
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    missing = cwd / "runs" / "x" / "checkpoints" / "last.ckpt"
+    proc = run_entry_forked("evaluate", tmp_path / "output", f"ckpt_path={missing}", cwd=cwd)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"error: checkpoint not found: {missing}; set ckpt_path to a run's checkpoints/*.ckpt file"
     ]
-    assert list(tmp_path.iterdir()) == []  # no Hydra output dir, no log file
+    assert list(cwd.iterdir()) == []  # no Hydra output dir, no log file
 
 
 def old_run_config(data_root: Path) -> dict:
@@ -209,14 +210,16 @@ def test_old_run_config_becomes_todays_form(data_root: Path) -> None:
     assert upgrade_old_run_config(new) == new  # today's form is kept as it is
 
 
-def test_evaluate_reads_a_run_from_before_shape_built_networks(run_dir: Path, data_root: Path, tmp_path: Path) -> None:
+def test_evaluate_reads_a_run_from_before_shape_built_networks(
+    run_dir: Path, evaluated, data_root: Path, tmp_path: Path
+) -> None:
     """An old run (dataset and networks by name, OmegaConf objects in its checkpoint) with the fixture run's
     weights evaluates exactly as the fixture run does."""
     old_ckpt = write_old_run(run_dir, tmp_path / "old_run", data_root)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):  # what the fallback is for
         torch.load(old_ckpt, weights_only=True)
     old = evaluate(eval_cfg(f"ckpt_path={old_ckpt}"))
-    new = evaluate(eval_cfg(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"))
+    new = evaluated[0]  # the fixture run's, by the same command
 
     assert (old["max_depth"], old["recursion_depth"], old["score_name"]) == (DEPTH + 3, DEPTH, "test/step_0/mse")
     metrics = {k for k in new if k.startswith("test/")}

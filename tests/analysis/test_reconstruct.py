@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONF_DIR, write_image_folder
+from helpers import CONF_DIR, run_entry_forked, write_image_folder
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from torchvision.io import read_image
@@ -41,21 +41,6 @@ RUNS = {
 def tile(size: int, tiles: int) -> tuple[int, int, int]:
     """The shape of a one-row make_grid of ``tiles`` square images (2-pixel padding), as PNG: RGB."""
     return 3, size + 4, tiles * (size + 2) + 2
-
-
-def run_together(commands: dict[str, tuple[list[str], Path]]) -> dict[str, subprocess.CompletedProcess]:
-    """Run independent ``python`` commands (arguments, cwd) at once: most of each is importing torch and Lightning."""
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for name, (args, cwd) in commands.items()
-    }
-    done = {}
-    for name, process in processes.items():
-        stdout, stderr = process.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    return done
 
 
 @pytest.fixture(scope="module")
@@ -104,23 +89,28 @@ torch.save(out, "rebuilt.pt")
 def fresh_processes(
     checkpoints: dict[str, Path], user_images: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """The commands that need a fresh Python, run at once, each with its own empty working folder:
-    ``load`` (LOAD_SCRIPT on seeded inputs.pt), ``reconstruct`` (the AE on the user's images, the defaults) and
-    ``error`` (the same with depth=-1)."""
+    """The commands, each with its own empty working folder: ``load`` (LOAD_SCRIPT on seeded inputs.pt) in a fresh
+    Python, the point of it; meanwhile ``reconstruct`` (the AE on the user's images, the defaults) and ``error``
+    (the same with depth=-1), the real entry point in children forked from this process."""
     cwd = {name: tmp_path_factory.mktemp(name) for name in ("load", "reconstruct", "error")}
     torch.manual_seed(0)
     inputs = {"ae": torch.rand(4, 3, AE_SIZE, AE_SIZE), "rae_gan": torch.rand(4, 1, GAN_SIZE, GAN_SIZE)}
     torch.save(inputs, cwd["load"] / "inputs.pt")
-    reconstruct_args = ["-m", "recursive_ae_gan.reconstruct", f"ckpt_path={checkpoints['ae']}", f"input={user_images}"]
-    commands = {
-        "load": (["-c", LOAD_SCRIPT, str(checkpoints["ae"]), str(checkpoints["rae_gan"])], cwd["load"]),
-        "reconstruct": (
-            [*reconstruct_args, "accelerator=cpu", "progress_bar=false", "batch_size=4"],
-            cwd["reconstruct"],
-        ),
-        "error": ([*reconstruct_args, "depth=-1"], cwd["error"]),
+    load_args = [sys.executable, "-c", LOAD_SCRIPT, str(checkpoints["ae"]), str(checkpoints["rae_gan"])]
+    load = subprocess.Popen(
+        load_args, cwd=cwd["load"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    reconstruct_args = [f"ckpt_path={checkpoints['ae']}", f"input={user_images}"]
+    argv = {"reconstruct": ["accelerator=cpu", "progress_bar=false", "batch_size=4"], "error": ["depth=-1"]}
+    done = {
+        name: run_entry_forked(
+            "reconstruct", tmp_path_factory.mktemp(f"{name}_console"), *reconstruct_args, *more, cwd=cwd[name]
+        )
+        for name, more in argv.items()
     }
-    return {name: (process, cwd[name]) for name, process in run_together(commands).items()}
+    stdout, stderr = load.communicate(timeout=300)
+    done["load"] = subprocess.CompletedProcess(load_args, load.returncode, stdout, stderr)
+    return {name: (process, cwd[name]) for name, process in done.items()}
 
 
 def plain(value: object) -> bool:

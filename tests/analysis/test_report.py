@@ -6,13 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fixture_overrides
+from helpers import ok, run_cli_forked
 from omegaconf import OmegaConf
 from scipy import stats as sp
 
@@ -25,15 +23,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """``-m model=ae,rae`` for 2 epochs through the real CLI: jobs ``0`` (AE) and ``1`` (RAE, depth 2).
+    """``-m model=ae,rae`` for 2 epochs through the real CLI (forked): jobs ``0`` (AE) and ``1`` (RAE, depth 2).
 
     Two epochs are too short not to look collapsed, and a collapsed job fails the sweep: collapse_threshold=0."""
     out = tmp_path_factory.mktemp("report")
     overrides = ["model=ae,rae", "trainer.max_epochs=2", "collapse_threshold=0", f"hydra.sweep.dir={out / 'sweep'}"]
-    subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.train", "-m", *fixture_overrides(data_root, out), *overrides],
-        cwd=out, check=True, capture_output=True,
-    )  # fmt: skip
+    ok(run_cli_forked(data_root, out, *overrides, "-m"))
     return out / "sweep"
 
 

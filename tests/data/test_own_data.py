@@ -15,7 +15,6 @@ from helpers import (
     ONE_EPOCH,
     _images,
     assert_one_line_error,
-    run_cli,
     run_cli_forked,
     write_image_folder,
     write_png_declaring,
@@ -61,7 +60,7 @@ def test_a_torchvision_dataset_from_a_config_file_alone(data_root: Path, tmp_pat
     configs = tmp_path / "my_configs" / "data"
     configs.mkdir(parents=True)
     (configs / "fashion.yaml").write_text(FASHION_CONFIG.format(root=data))
-    process = run_cli(
+    process = run_cli_forked(
         data_root, tmp_path / "out", "data=fashion", f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
         "data.root=" + str(data), "data.train_size=48", "model=rae_gan", "model.warmup_epochs=0",
         "trainer.max_epochs=1", "collapse_threshold=0",
@@ -86,9 +85,7 @@ def test_a_folder_trains_every_model_on_both_paths(data_root: Path, folder: Path
     # One epoch: rae_gan's default warm-up (5 epochs) would keep its discriminator out; the game runs in
     # test_own_data's torchvision test and in tests/models/test_adversarial.py.
     sweep = ["model=ae,rae,rae_gan", "data.in_memory=true,false", "data.num_workers=0", "trainer.max_epochs=1"]
-    process = run_cli(
-        data_root, tmp_path, *FOLDER, f"data.root={folder}", *sweep, "collapse_threshold=0", multirun=True
-    )
+    process = run_cli_forked(data_root, tmp_path, *FOLDER, f"data.root={folder}", *sweep, "collapse_threshold=0", "-m")
     assert process.returncode == 0, process.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "multiruns").iterdir()
     jobs = sorted(sweep_dir.glob("[0-9]*"), key=lambda p: int(p.name))

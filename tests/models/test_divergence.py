@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import HostReads, assert_one_line_error, data_and_model, run_cli, run_dir
+from helpers import HostReads, assert_one_line_error, data_and_model, run_cli_forked, run_dir
 from hydra.utils import instantiate
 from torch.nn.utils import parameters_to_vector
 from torch.utils._pytree import tree_flatten
@@ -32,7 +32,7 @@ from recursive_ae_gan.errors import DivergedError
 def test_divergence_stops_at_once_and_keeps_the_last_finite_state(
     data_root: Path, tmp_path: Path, overrides: list[str], loss: str
 ) -> None:
-    process = run_cli(data_root, tmp_path, *overrides, "trainer.max_epochs=5")
+    process = run_cli_forked(data_root, tmp_path, *overrides, "trainer.max_epochs=5")
     line = assert_one_line_error(process, "training diverged", loss, "epoch 0", "lower model.lr")
     assert "is nan" in line or "is inf" in line
     run = run_dir(tmp_path)

@@ -7,15 +7,13 @@ No assertion is about speed: the CPU is shared and the numbers belong in docs/be
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
-from helpers import CONF_DIR
+from helpers import CONF_DIR, run_entry_forked
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -159,12 +157,10 @@ def test_bad_settings_are_rejected(hydra_conf: None, override: str, message: str
 
 
 def test_cli_prints_one_line_error(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.bench", "bench.models=[ae,vae]", f"bench.out_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=Path(CONF_DIR).parent,
-    )
+    out = tmp_path / "out"  # the bench's folder; the forked child's stdout and stderr go beside it
+    out.mkdir()
+    argv = ["bench.models=[ae,vae]", f"bench.out_dir={out}"]
+    result = run_entry_forked("bench", tmp_path / "console", *argv, cwd=Path(CONF_DIR).parent)
     assert result.returncode == 1
     assert result.stderr == "error: bench.models=['ae', 'vae'] must list some of: ae, rae, ae_gan, rae_gan\n"
-    assert not list(tmp_path.iterdir())  # no CSV, and Hydra writes no .hydra/ or log file
+    assert not list(out.iterdir())  # no CSV, and Hydra writes no .hydra/ or log file

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_entry_forked
 from torchvision.datasets import CIFAR10
 
 from recursive_ae_gan.data.sources import unverified
@@ -22,7 +23,18 @@ def test_fixture_is_cifar10_in_torchvision_format(tmp_path: Path) -> None:
     assert image.shape == (32, 32, 3) and image.max() > image.min()  # a blob on a dark ground
 
 
-def test_quick_run_writes_a_report_of_every_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quick_run_writes_a_report_of_every_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sweep section's command line (``python -m recursive_ae_gan.train --multirun ...``) runs in a child forked
+    # from this process, not a fresh interpreter: the same entry point and arguments, its exit status and output.
+    commands = []
+
+    def forked_cli(args, quick: bool):
+        commands.append(list(args))
+        return run_entry_forked("train", tmp_path / f"cli{len(commands)}", *args)
+
+    monkeypatch.setattr(gpu_check, "run_cli", forked_cli)
     argv = ["--quick", "--models", "ae", "--datasets", "cifar10", "--jobs-per-gpu", "1", "--workdir", str(tmp_path)]
     threads = torch.get_num_threads()
 
@@ -44,6 +56,7 @@ def test_quick_run_writes_a_report_of_every_section(tmp_path: Path, capsys: pyte
     assert "skipped: fewer than two GPUs (--quick)" in report
     for heading in ("Versions", "Training", "Bench", "Profile", "Sweep throughput", "DDP", "Wall time per section"):
         assert f"### {heading}" in report
+    assert len(commands) == 1 and commands[0][0] == "--multirun"  # the sweep's: the quick run has no DDP command
 
 
 def test_ddp_command_composes_the_game_on_two_gpus(tmp_path: Path) -> None:

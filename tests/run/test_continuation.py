@@ -172,7 +172,8 @@ def test_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_killed_one(data_
     assert not (sweep / "1" / "metrics.json").exists() and (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
     finished = (sweep / "0" / "metrics.json").stat().st_mtime_ns
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # The same command again, in a child forked from this process (the SIGKILL is the first's).
+    second = run_cli_forked(data_root, tmp_path, *game, *kill_and_record, "--multirun")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 jobs: 2 ok, 0 failed" in second.stdout + second.stderr
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == finished

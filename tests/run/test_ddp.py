@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, run_cli_forked
 
 from recursive_ae_gan.data import ImageDataModule
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
@@ -28,9 +28,10 @@ def recorded(path: Path) -> list:
 
 @pytest.fixture(scope="module")
 def single_process(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list:
-    """The single-process run's batches: the order DDP must share out."""
+    """The single-process run's batches: the order DDP must share out (trained in a forked child)."""
     out = tmp_path_factory.mktemp("single")
-    process = run_cli(data_root, out, *COMMON, "trainer.max_epochs=2", RECORD, f"+callbacks.record.path={out / 'b'}")
+    record = [RECORD, f"+callbacks.record.path={out / 'b'}"]
+    process = run_cli_forked(data_root, out, *COMMON, "trainer.max_epochs=2", *record)
     assert process.returncode == 0, process.stderr[-3000:]
     return recorded(out / "b" / "rank0.json")
 

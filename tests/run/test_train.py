@@ -76,12 +76,12 @@ def test_csv_logger_writes_the_metrics(compose_cfg, tmp_path: Path) -> None:
 
 def test_cli_missing_data_is_one_line_error(data_root: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no_data"
-    process = run_cli(data_root, tmp_path / "out", f"data.root={missing}", "data.download=false")
+    process = run_cli_forked(data_root, tmp_path / "out", f"data.root={missing}", "data.download=false")
     assert_one_line_error(process, f"error: MNIST not found in {missing} (torchvision: ", "data.root", "data.download")
 
 
 def test_cli_invalid_choice_is_one_line_error(data_root: Path, tmp_path: Path) -> None:
-    process = run_cli(data_root, tmp_path / "out", "model=ae_gan", "model.balance=foo")
+    process = run_cli_forked(data_root, tmp_path / "out", "model=ae_gan", "model.balance=foo")
     error = assert_one_line_error(process)
     assert error == "error: model.balance='foo': expected one of alternate, report, target"
 
@@ -107,19 +107,6 @@ def test_cli_sweep_runs_every_job(data_root: Path, tmp_path: Path) -> None:
         assert f"test/step_{depth}/mse" in metrics and f"test/step_{depth + 1}/mse" not in metrics
         assert ("test/d_real_acc" in metrics) is (model == "rae_gan")
     assert combos == {("ae", 0), ("ae", 1), ("rae_gan", 0), ("rae_gan", 1)}
-
-
-def test_cli_sweep_records_a_failed_job_and_goes_on(data_root: Path, tmp_path: Path) -> None:
-    sweep_overrides = ["data.train_size=64,100000", "trainer.max_epochs=1"]
-    process = run_cli(data_root, tmp_path, *sweep_overrides, "collapse_threshold=0", multirun=True)
-    (sweep,) = (tmp_path / "multiruns").iterdir()
-    # Every job ran; the sweep's exit status and one error line say that one failed, and where to look.
-    error = assert_one_line_error(process)
-    assert error == f"error: 2 jobs: 1 ok, 1 failed (job 1: see {sweep / '1' / 'error.log'})"
-    ok, failed = (json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1"))
-    assert ok["status"] == "ok"
-    assert failed["status"] == "failed" and "data.train_size=100000" in failed["error"]
-    assert "UserError" in (sweep / "1" / "error.log").read_text()
 
 
 def test_cli_sweep_leaves_a_job_whose_write_is_refused_unfinished_and_goes_on(
@@ -168,7 +155,7 @@ def test_cli_collapsed_model_fails_with_one_line(data_root: Path, tmp_path: Path
     In 5 epochs on the fixture, seeds 0-3 give a test variation of 0.44-0.78 at lr=0.005 and
     0.00-0.02 at lr=1000.
     """
-    process = run_cli(data_root, tmp_path, "model.lr=1000", "trainer.max_epochs=5")
+    process = run_cli_forked(data_root, tmp_path, "model.lr=1000", "trainer.max_epochs=5")
     assert_one_line_error(process, "collapsed", "collapse_threshold=0.1")
     metrics = json.loads((run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["status"] == "collapsed" and metrics["test/step_0/variation"] < 0.1

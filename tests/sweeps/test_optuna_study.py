@@ -44,7 +44,7 @@ def test_a_rerun_continues_the_study_to_n_trials_in_new_job_directories(data_roo
         "trainer.limit_test_batches=1",
         "collapse_threshold=0",
     ]
-    first = run_sweep(data_root, tmp_path, *study, "hydra.sweeper.n_trials=1")
+    first = run_cli_forked(data_root, tmp_path / "first", *study, "hydra.sweeper.n_trials=1")
     assert first.returncode == 0, first.stderr[-3000:]
     trial_0 = files(sweep / "0")
 

@@ -80,9 +80,9 @@ def test_optuna_records_a_failed_trial_and_completes_the_study(data_root: Path, 
 
 
 def test_submitit_local_runs_a_sweep(data_root: Path, tmp_path: Path) -> None:
-    process = run_sweep(
-        data_root, tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "trainer.max_epochs=1", "collapse_threshold=0"
-    )
+    """The sweep's own process forked from this one; submitit starts each job's process afresh."""
+    overrides = ["hydra/launcher=submitit_local", "seed=0,1", "trainer.max_epochs=1", "collapse_threshold=0"]
+    process = run_cli_forked(data_root, tmp_path, *overrides, "--multirun")
     assert process.returncode == 0, process.stderr[-3000:]
     assert "2 jobs: 2 ok, 0 failed" in process.stdout
     sweep = sweep_dir(tmp_path)
@@ -92,12 +92,16 @@ def test_submitit_local_runs_a_sweep(data_root: Path, tmp_path: Path) -> None:
 
 
 def test_sweep_with_failed_and_collapsed_jobs_exits_1_with_a_summary(data_root: Path, tmp_path: Path) -> None:
-    """Jobs 2 and 3 cannot find 100000 images; job 1 collapses (no model varies 1000x as much as its inputs)."""
+    """Jobs 2 and 3 cannot find 100000 images; job 1 collapses (no model varies 1000x as much as its inputs).
+    Every job runs: a failed one is recorded, with where to look, and the sweep goes on."""
     sweep_overrides = ["data.train_size=64,100000", "collapse_threshold=0,1000", "trainer.max_epochs=1"]
-    process = run_sweep(data_root, tmp_path, *sweep_overrides)
+    process = run_cli_forked(data_root, tmp_path, *sweep_overrides, "--multirun")
     sweep = sweep_dir(tmp_path)
     assert error_line(process) == f"error: 4 jobs: 1 ok, 3 failed (jobs 1, 2, 3: see {sweep}/1/error.log)"
     assert job_statuses(sweep) == {"0": "ok", "1": "collapsed", "2": "failed", "3": "failed"}
+    failed = json.loads((sweep / "2" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "data.train_size=100000" in failed["error"]
+    assert "UserError" in (sweep / "2" / "error.log").read_text()
 
 
 def test_summary_counts_every_status_but_ok_as_failed_and_running_jobs_apart(tmp_path: Path) -> None:
@@ -120,6 +124,8 @@ def test_summary_counts_every_status_but_ok_as_failed_and_running_jobs_apart(tmp
         "left to the process training it)"
     )
     assert summary(tmp_path, {"2": "missing"}) == f"1 job: 0 ok, 1 failed (job 2: see {tmp_path}/2)"
+    one_failed = f"2 jobs: 1 ok, 1 failed (job 1: see {tmp_path}/1/error.log)"  # the sweep's line, but for "error: "
+    assert summary(tmp_path, {"0": "ok", "1": "failed"}) == one_failed
     assert summary(tmp_path, {"0": "ok", "1": "running", "2": "running"}) == (
         "3 jobs: 1 ok, 0 failed, 2 running elsewhere (jobs 1, 2: left to the process training them)"
     )
@@ -133,8 +139,8 @@ def test_a_sweep_started_twice_leaves_the_job_in_training_to_its_owner(data_root
     sweep, holding = tmp_path / "sweep", tmp_path / "holding"
     hold = [f"+callbacks.hold.{key}" for key in ("_target_=tests.recorders.HoldAt", "job=0", "epoch=0", "batch=1")]
     overrides = [*ONE_EPOCH, *hold, f"+callbacks.hold.marker={holding}"]
-    command = [sys.executable, "-m", "recursive_ae_gan.train", *fixture_overrides(data_root, tmp_path), *overrides,
-               "seed=0,1", f"hydra.sweep.dir={sweep}", "--multirun"]  # fmt: skip
+    sweep_command = [*overrides, "seed=0,1", f"hydra.sweep.dir={sweep}", "--multirun"]
+    command = [sys.executable, "-m", "recursive_ae_gan.train", *fixture_overrides(data_root, tmp_path), *sweep_command]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "first.txt", "w") as output:
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -145,7 +151,8 @@ def test_a_sweep_started_twice_leaves_the_job_in_training_to_its_owner(data_root
             time.sleep(0.2)
         owner = f"{sweep / '0'} is being trained by another process (pid {first.pid} on {socket.gethostname()})"
 
-        second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        # The same command in another process: forked from this one (its sweep's processes are not the point).
+        second = run_cli_forked(data_root, tmp_path, *sweep_command)
         assert second.returncode == 0, second.stderr[-3000:]  # nothing failed: job 0 is its owner's to report
         assert f"job 0: {owner}: left to it" in second.stdout
         assert "2 jobs: 1 ok, 0 failed, 1 running elsewhere (job 0: left to the process training it)" in second.stdout
@@ -162,7 +169,7 @@ def test_a_sweep_started_twice_leaves_the_job_in_training_to_its_owner(data_root
     metrics = sweep / "1" / "metrics.json"
     result, trained = json.loads(metrics.read_text()), (sweep / "1" / "checkpoints" / "last.ckpt").read_bytes()
     metrics.write_text(metrics.read_text()[:100])
-    third = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    third = run_cli_forked(data_root, tmp_path, *sweep_command)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "2 jobs: 2 ok, 0 failed" in third.stdout
     assert f"{metrics} is damaged (not JSON: " in third.stdout and "the run counts as unfinished" in third.stdout
