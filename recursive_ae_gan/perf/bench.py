@@ -264,7 +264,7 @@ class Interleave(L.Callback):
     the order F P P F F P P F ...: pair k is (framework window k, plain window k), and the pairs alternate which
     path runs first (F1 P1, then P2 F2, ...), so that whatever the second of two windows inherits from the first
     (caches, the allocator's and the garbage collector's state) favours each path equally in every two pairs.
-    Garbage is collected, untimed, before every window.
+    Garbage is collected, untimed, before every window (what lived before the first window frozen out of it).
 
     First ``warmup`` batches of each path untimed; then ``windows`` pairs (an even number), after which the fit
     stops. ``framework_s`` and ``plain_s`` are the windows' seconds, pair by pair.
@@ -305,6 +305,8 @@ class Interleave(L.Callback):
         timed = self.batches - self.warmup
         if timed == 0:
             self.plain.train(self.warmup)
+            gc.collect()
+            gc.freeze()  # what lives now outlives the windows: their collections scan only the objects made since
             self.start = self.begin()
         elif timed > 0 and timed % self.steps == 0:
             self.framework_s.append(self.end() - self.start)
@@ -315,6 +317,12 @@ class Interleave(L.Callback):
                     self.plain_s.append(self.time_plain())
             trainer.should_stop = window == self.windows
             self.start = self.begin()
+
+    def on_train_end(self, *args) -> None:
+        gc.unfreeze()
+
+    def on_exception(self, *args) -> None:
+        gc.unfreeze()
 
 
 @dataclass(frozen=True)
