@@ -69,20 +69,25 @@ class PatchAutoencoder(nn.Module):
         c, p = self.image_shape[0], self.encoder.kernel_size[0]
         return nn.functional.unfold(images, p, stride=p).transpose(1, 2).reshape(-1, c * p * p)
 
+    def tile_moments(self, images: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and the second moments ``E[t t^T]`` (float64) of ``images``' tiles, ``batch_size`` images at a
+        time."""
+        size = self.tiles(images[:1]).shape[1]
+        total = torch.zeros(size, dtype=torch.float64, device=images.device)
+        moments = torch.zeros(size, size, dtype=torch.float64, device=images.device)
+        count = 0
+        for batch in images.split(batch_size):
+            flat = self.tiles(batch).double()
+            total, moments, count = total + flat.sum(0), moments + flat.T @ flat, count + len(flat)
+        return total / count, moments / count
+
     @torch.no_grad()
     def fit_pca(self, images: torch.Tensor, batch_size: int = 512) -> None:
         """Start from the best linear code of ``images``' tiles under MSE, which Adam otherwise approaches over many
         epochs: the encoder projects a centred tile on its ``code_channels`` leading principal directions, the
         decoder pastes them back onto the tiles' mean (per channel: the decoder's bias is one number a channel)."""
-        size = self.tiles(images[:1]).shape[1]
-        moments = torch.zeros(size, size, dtype=torch.float64, device=images.device)
-        total = torch.zeros(size, dtype=torch.float64, device=images.device)
-        count = 0
-        for batch in images.split(batch_size):
-            flat = self.tiles(batch).double()
-            moments, total, count = moments + flat.T @ flat, total + flat.sum(0), count + len(flat)
-        mean = total / count
-        _, vectors = torch.linalg.eigh(moments / count - torch.outer(mean, mean))
+        mean, moments = self.tile_moments(images, batch_size)
+        _, vectors = torch.linalg.eigh(moments - torch.outer(mean, mean))
         leading = vectors[:, -self.encoder.out_channels :].T  # (code_channels, C*p*p), one direction a row
         self.encoder.weight.copy_(leading.reshape_as(self.encoder.weight))
         self.encoder.bias.copy_(-(leading @ mean))
@@ -95,12 +100,8 @@ class PatchAutoencoder(nn.Module):
         the residual tiles' second moments, ``E[r r^T] = B^T B`` for the basis ``B`` (the eigenvectors, scaled)."""
         if self.noise_basis is None:
             return
-        size = len(self.noise_basis)
-        moments = torch.zeros(size, size, dtype=torch.float64, device=images.device)
-        count = 0
-        for batch in images.split(batch_size):
-            flat = self.tiles(batch - self.mean(batch)).double()
-            moments, count = moments + flat.T @ flat, count + len(flat)
-        eigenvalues, eigenvectors = torch.linalg.eigh(moments / count)
+        residuals = torch.cat([batch - self.mean(batch) for batch in images.split(batch_size)])
+        _, moments = self.tile_moments(residuals, batch_size)
+        eigenvalues, eigenvectors = torch.linalg.eigh(moments)
         basis = eigenvectors * eigenvalues.clamp_min(0).sqrt()  # columns: sqrt(lambda_j) u_j
         self.noise_basis.copy_(basis.T.reshape_as(self.noise_basis).to(self.noise_basis.dtype))

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import nn
 from torchvision.utils import make_grid
 
+from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.run.loggers import log_image
 
@@ -97,7 +98,12 @@ class InitPCA(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: RecursiveAutoencoder) -> None:
         fit_pca = getattr(pl_module.net, "fit_pca", None)
-        if fit_pca is not None and trainer.ckpt_path is None:
+        if fit_pca is None:
+            raise UserError(
+                f"callbacks.pca_init starts a tile code from its principal components: {type(pl_module.net).__name__} "
+                "has none (use model/net=patch)"
+            )
+        if trainer.ckpt_path is None:
             fit_pca(trainer.datamodule.images("train").to(pl_module.device).float().div_(255))
 
 

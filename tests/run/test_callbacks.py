@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from helpers import data_and_model, fit
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.networks import PatchAutoencoder
 from recursive_ae_gan.run.callbacks import InitPCA
 from recursive_ae_gan.run.train import train
@@ -56,3 +58,10 @@ def test_a_fresh_fit_starts_from_the_principal_components_and_a_continued_one_fr
     datamodule, model = data_and_model(cfg)
     fit(datamodule, model, cfg.trainer, callbacks=[InitPCA(), starts], ckpt_path=tmp_path / "last.ckpt", max_epochs=2)
     torch.testing.assert_close(starts.weights[1], trained)  # the checkpoint's, not the components again
+
+
+def test_a_pca_start_on_a_net_without_one_is_a_one_line_error(compose_cfg) -> None:
+    cfg = compose_cfg("+callbacks.pca_init._target_=recursive_ae_gan.run.callbacks.InitPCA", "trainer.max_epochs=1")
+    message = r"^callbacks.pca_init .*: MnistAutoencoder has none \(use model/net=patch\)$"
+    with pytest.raises(UserError, match=message):
+        train(cfg)
