@@ -9,7 +9,7 @@ values) is composed with Hydra's compose API, and then:
   the GPU accelerator; ``trainer=ddp`` or ``trainer/strategy=ddp``: the DDP strategy), unless the command
   sets that key itself;
 * every key it sets has the value it gives (``trainer.devices=4`` gives 4);
-* a training config passes the config check (``config.check``).
+* a training config passes the config check (``config.check``), a bench config the bench's (``bench.plan``).
 
 A data config the docs show as a file to save (``conf/data/<name>.yaml``, with the data module's ``_target_``)
 is saved to a folder of its own, passed with ``hydra.searchpath``.
@@ -29,6 +29,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import recursive_ae_gan.run.train  # noqa: F401  (registers the resolvers the launcher configs use)
+from recursive_ae_gan.perf.bench import plan
 from recursive_ae_gan.run.config import check
 from recursive_ae_gan.run.console import null_groups_as_deletions
 
@@ -170,3 +171,5 @@ def test_a_documented_command_composes_to_what_it_says(user_configs: Path, entry
             del cfg.hydra  # the job's config, as the task sees it
             cfg.paths.output_dir = "outputs/runs/X"  # Hydra's run directory, at run time
         check(cfg)
+    if entry == "bench":
+        plan(cfg.bench)  # the settings the bench checks before it measures

@@ -2,9 +2,9 @@
 
 For every dataset, network (``bench.nets``), model and batch size, the composed ``conf/train.yaml``'s
 LightningModule, fitted by a real ``Trainer``, and ``PlainLoop``, the same training in a bare loop, train on the
-same synthetic images in interleaved windows (F P P F ...); a row's ratio is the median over every two pairs of
-their ratios' geometric mean, printed with its spread, and every row goes to ``<out_dir>/<time>.csv``. The method
-and the figures: docs/benchmarks.md.
+same synthetic images in interleaved windows (F P P F ...) until the row's ratio is known to ``ci_half_width``;
+it is printed with its 95% interval, and every row goes to ``<out_dir>/<time>.csv``. The method and the figures:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import gc
 import logging
 import math
 import resource
-import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -30,6 +29,7 @@ from hydra import compose
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.data import ImageDataModule, epoch_permutation
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import VARIANTS
@@ -60,7 +60,7 @@ DEVICE_DEFAULTS = {
     "cpu": {
         "batch_sizes": [64, 256],
         "warmup_steps": 3,
-        "window_images": 256,
+        "window_images": 1,  # one batch: the shorter the windows, the closer in time each pair's two are
         "precision": "32-true",
         "compile": False,
         "channels_last": False,
@@ -70,6 +70,7 @@ DEVICE_DEFAULTS = {
 }
 # bench.quick=true: a smoke run of every row in seconds, for the test suite.
 QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 4, "window_images": 8}
+MIN_PAIRS = 20  # a row's interval rests on at least 10 quadruples (fewer where bench.windows caps it lower)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Plan:
     num_images: int
     warmup_steps: int
     windows: int
+    ci_half_width: float
     window_images: int
     device: torch.device
     precision: str
@@ -124,6 +126,8 @@ def plan(bench: DictConfig) -> Plan:
             raise UserError(f"bench.{name} must be at least 1, got {values[name]}")
     if values["windows"] < 4 or values["windows"] % 2:
         raise UserError(f"bench.windows must be even and at least 4 (pairs go in twos), got {values['windows']}")
+    if not 0 < values["ci_half_width"] < 1:
+        raise UserError(f"bench.ci_half_width must be between 0 and 1 (0.01: within 1%), got {values['ci_half_width']}")
     if not values["batch_sizes"] or min(values["batch_sizes"]) < 1:
         raise UserError(f"bench.batch_sizes={values['batch_sizes']} must list sizes of at least 1")
     if any(values["num_images"] % size for size in values["batch_sizes"]):
@@ -168,10 +172,27 @@ def quadruple_ratios(ratios: Sequence[float]) -> list[float]:
     return [math.sqrt(a * b) for a, b in zip(ratios[::2], ratios[1::2], strict=True)]
 
 
-def median_and_quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    """(median, first quartile, third quartile), the quartiles interpolated as numpy's default does."""
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q2, q1, q3
+@dataclass(frozen=True)
+class RatioInterval:
+    """A row's ratio (the geometric mean of its quadruple ratios) and its 95% t interval, from ``pairs`` pairs."""
+
+    ratio: float
+    low: float
+    high: float
+    pairs: int
+
+    @property
+    def log_half_width(self) -> float:
+        """Half the interval's width in log space: 0.01 means the ratio is known to within about 1%."""
+        return math.log(self.high / self.low) / 2
+
+
+def ratio_interval(framework_s: Sequence[float], plain_s: Sequence[float]) -> RatioInterval:
+    """Student's t over the quadruples' log ratios: the quadruple, not the pair, is the unit free of order bias.
+    Needs at least two quadruples (four pairs)."""
+    logs = [math.log(r) for r in quadruple_ratios(pair_ratios(framework_s, plain_s))]
+    summary = summarize(logs)
+    return RatioInterval(math.exp(summary.mean), math.exp(summary.low), math.exp(summary.high), len(framework_s))
 
 
 class PlainLoop:
@@ -266,7 +287,8 @@ class Interleave(L.Callback):
     (caches, the allocator's and the garbage collector's state) favours each path equally in every two pairs.
     Garbage is collected, untimed, before every window (what lived before the first window frozen out of it).
 
-    First ``warmup`` batches of each path untimed; then ``windows`` pairs (an even number), after which the fit
+    First ``warmup`` batches of each path untimed; then pairs until the ratio's 95% interval is within
+    ``ci_half_width`` (at least ``MIN_PAIRS``), or ``windows`` pairs (an even number), after which the fit
     stops. ``framework_s`` and ``plain_s`` are the windows' seconds, pair by pair.
     """
 
@@ -278,14 +300,26 @@ class Interleave(L.Callback):
         steps: int,
         sync: Callable[[], None],
         clock: Callable[[], float] = time.perf_counter,
+        ci_half_width: float = 0.0,
     ) -> None:
         self.plain, self.warmup, self.windows, self.steps, self.sync, self.clock = (
             plain, warmup, windows, steps, sync, clock
         )  # fmt: skip
+        self.ci_half_width = ci_half_width
         self.batches = 0
         self.framework_s: list[float] = []
         self.plain_s: list[float] = []
         self.start = 0.0
+
+    def precise_enough(self) -> bool:
+        """After a whole quadruple: the cap reached, or enough pairs for an interval as narrow as asked."""
+        pairs = len(self.framework_s)
+        if pairs % 2:
+            return False
+        if pairs >= self.windows:
+            return True
+        interval = ratio_interval(self.framework_s, self.plain_s) if pairs >= MIN_PAIRS else None
+        return interval is not None and interval.log_half_width <= self.ci_half_width
 
     def begin(self) -> float:
         gc.collect()  # no window pays for the garbage of the one before
@@ -313,9 +347,8 @@ class Interleave(L.Callback):
             window = len(self.framework_s)
             if window % 2:  # F_k P_k (k odd), then P_k+1, which F_k+1 follows: F P P F
                 self.plain_s.append(self.time_plain())
-                if window < self.windows:
-                    self.plain_s.append(self.time_plain())
-            trainer.should_stop = window == self.windows
+                self.plain_s.append(self.time_plain())
+            trainer.should_stop = self.precise_enough()
             self.start = self.begin()
 
     def on_train_end(self, *args) -> None:
@@ -327,7 +360,8 @@ class Interleave(L.Callback):
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: median throughputs, the median pair ratio and its quartiles."""
+    """One line of the table: each path's throughput over its timed windows, the ratio, its 95% interval and the
+    pairs it took."""
 
     dataset: str
     model: str
@@ -337,8 +371,9 @@ class Row:
     framework_img_s: float
     plain_img_s: float
     ratio: float
-    ratio_q1: float
-    ratio_q3: float
+    ratio_low: float
+    ratio_high: float
+    pairs: int
     peak_mib: float
 
 
@@ -406,23 +441,28 @@ def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) ->
         torch._dynamo.reset()
     sync = torch.cuda.synchronize if cuda else lambda: None
     steps = max(1, s.window_images // batch_size)
-    _, timed = run_both(cfg, lambda plain: Interleave(plain, s.warmup_steps, s.windows, steps, sync, CLOCKS[s.clock]))
+    _, timed = run_both(
+        cfg,
+        lambda plain: Interleave(plain, s.warmup_steps, s.windows, steps, sync, CLOCKS[s.clock], s.ci_half_width),
+    )
     if cuda:
         peak = torch.cuda.max_memory_allocated(s.device) / 2**20
     else:  # the process's peak so far (Linux reports KiB): it cannot be reset per row
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ratio, q1, q3 = median_and_quartiles(quadruple_ratios(pair_ratios(timed.framework_s, timed.plain_s)))
-    framework, plain = (
-        statistics.median(steps * batch_size / t for t in times) for times in (timed.framework_s, timed.plain_s)
-    )
-    return Row(dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain, ratio, q1, q3, peak)
+    interval = ratio_interval(timed.framework_s, timed.plain_s)
+    images = interval.pairs * steps * batch_size
+    framework, plain = (images / sum(times) for times in (timed.framework_s, timed.plain_s))
+    return Row(
+        dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain,
+        interval.ratio, interval.low, interval.high, interval.pairs, peak,
+    )  # fmt: skip
 
 
 def measure_rows(s: Plan) -> list[Row]:
     """Time every row; print each as it ends."""
     print(
         f"{'dataset':8} {'model':8} {'net':13} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
-        f"{'ratio':>6} {'IQR':>6} {'peak MiB':>9}",
+        f"{'ratio':>6} {'95% interval':>13} {'pairs':>5} {'peak MiB':>9}",
         flush=True,
     )
     rows = []
@@ -434,8 +474,8 @@ def measure_rows(s: Plan) -> list[Row]:
                     rows.append(row)
                     print(
                         f"{dataset:8} {model:8} {net:13} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
-                        f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_q3 - row.ratio_q1:>6.3f} "
-                        f"{row.peak_mib:>9,.0f}",
+                        f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_low:>6.3f}-{row.ratio_high:<6.3f} "
+                        f"{row.pairs:>5} {row.peak_mib:>9,.0f}",
                         flush=True,
                     )
     return rows

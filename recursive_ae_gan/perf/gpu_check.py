@@ -259,15 +259,18 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
         cfg = compose("bench", overrides)
         s = bench.plan(cfg.bench)
         rows = bench.benchmark(cfg)
-    header = ["dataset", "model", "depth", "batch", "framework img/s", "plain img/s", "ratio", "IQR", "peak MiB"]
+    header = [
+        "dataset", "model", "depth", "batch", "framework img/s", "plain img/s", "ratio", "95% interval", "pairs",
+        "peak MiB",
+    ]  # fmt: skip
     lines = [
         [r.dataset, r.model, r.depth, r.batch, f"{r.framework_img_s:,.0f}", f"{r.plain_img_s:,.0f}",
-         f"{r.ratio:.3f}", f"{r.ratio_q3 - r.ratio_q1:.3f}", f"{r.peak_mib:,.0f}"]
+         f"{r.ratio:.3f}", f"{r.ratio_low:.3f} – {r.ratio_high:.3f}", r.pairs, f"{r.peak_mib:,.0f}"]
         for r in rows
     ]  # fmt: skip
     settings_line = (
         f"`python -m recursive_ae_gan.bench {' '.join(overrides[:-1])}`: {s.device}, {s.precision}, "
-        f"compile {s.compile}, channels_last {s.channels_last}, {s.windows} pairs of {s.window_images} images"
+        f"compile {s.compile}, channels_last {s.channels_last}, at most {s.windows} pairs of {s.window_images} images"
     )
     report.add(
         f"### Bench: framework vs plain PyTorch\n\n{settings_line}\n\n{markdown_table(header, lines)}\n\n"

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 from helpers import CONF_DIR, run_entry_forked
 from hydra import compose, initialize_config_dir
@@ -43,7 +45,7 @@ def test_quick_run_prints_every_row_and_writes_the_csv(
     assert [(r.dataset, r.model) for r in rows] == expected
     assert [r.depth for r in rows] == [0, 2, 0, 2]
     assert all(r.batch == 8 and r.framework_img_s > 0 and r.plain_img_s > 0 for r in rows)
-    assert all(0 < r.ratio_q1 <= r.ratio <= r.ratio_q3 for r in rows)
+    assert all(0 < r.ratio_low <= r.ratio <= r.ratio_high and r.pairs == 4 for r in rows)  # quick: 4 pairs
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"min ratio: {min(r.ratio for r in rows):.3f}"
     assert sum(line.split()[:2] == [d, m] for line in out for d, m in expected) == len(expected)
@@ -55,9 +57,10 @@ def test_quick_run_prints_every_row_and_writes_the_csv(
     assert [(w["dataset"], w["model"]) for w in written] == expected
     for w, row in zip(written, rows, strict=True):
         assert (w["device"], w["precision"], w["threads"], w["clock"]) == ("cpu", "32-true", "1", "process")
-        assert [float(w[k]) for k in ("ratio", "ratio_q1", "ratio_q3")] == pytest.approx(
-            [row.ratio, row.ratio_q1, row.ratio_q3], rel=1e-3
+        assert [float(w[k]) for k in ("ratio", "ratio_low", "ratio_high")] == pytest.approx(
+            [row.ratio, row.ratio_low, row.ratio_high], rel=1e-3
         )
+        assert int(w["pairs"]) == row.pairs
         assert float(w["peak_mib"]) > 0
 
 
@@ -130,14 +133,37 @@ def test_an_order_bias_cancels_in_every_two_pairs() -> None:
     assert bench.quadruple_ratios(bench.pair_ratios(framework_s, plain_s)) == pytest.approx([1.0, 1.0])
 
 
-def test_pair_ratios_median_and_interquartile_range_by_hand() -> None:
-    framework_s, plain_s = [2.0, 1.0, 4.0, 1.0, 2.0], [1.0, 0.9, 4.4, 1.2, 1.5]
+def test_ratio_interval_against_scipy() -> None:
+    """The geometric mean of the quadruple ratios and Student's t interval of their logs, by scipy."""
+    framework_s, plain_s = [2.0, 1.0, 4.0, 1.0, 2.0, 1.5], [1.0, 0.9, 4.4, 1.2, 1.5, 1.6]
     ratios = bench.pair_ratios(framework_s, plain_s)
-    assert ratios == pytest.approx([0.5, 0.9, 1.1, 1.2, 0.75])  # plain's seconds over the framework's
-    # Sorted 0.5, 0.75, 0.9, 1.1, 1.2: median 0.9; quartiles at positions 1 and 3 of 0..4 (numpy's default).
-    assert bench.median_and_quartiles(ratios) == pytest.approx((0.9, 0.75, 1.1))
-    # Four values 1, 2, 3, 4: the quartiles fall between them, at positions 0.75 and 2.25.
-    assert bench.median_and_quartiles([4.0, 1.0, 3.0, 2.0]) == pytest.approx((2.5, 1.75, 3.25))
+    assert ratios == pytest.approx([0.5, 0.9, 1.1, 1.2, 0.75, 1.6 / 1.5])  # plain's seconds over the framework's
+    logs = np.log([(0.5 * 0.9) ** 0.5, (1.1 * 1.2) ** 0.5, (0.75 * 1.6 / 1.5) ** 0.5])
+    low, high = scipy.stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=scipy.stats.sem(logs))
+
+    interval = bench.ratio_interval(framework_s, plain_s)
+    assert (interval.ratio, interval.low, interval.high) == pytest.approx(np.exp([logs.mean(), low, high]))
+    assert interval.pairs == 6
+    assert interval.log_half_width == pytest.approx((high - low) / 2)
+
+
+@pytest.mark.parametrize(("noise", "pairs"), [(0.0, bench.MIN_PAIRS), (0.2, 40)])
+def test_interleave_stops_once_the_ratio_is_precise_enough(noise: float, pairs: int) -> None:
+    """Equal windows give an interval of width 0 at the first check allowed (``MIN_PAIRS``); windows 20% apart at
+    random never reach ±1%, so the row runs to its cap (``windows``)."""
+    generator = torch.Generator().manual_seed(0)
+    clock = iter(torch.rand(1000, generator=generator).mul(noise).add(1.0).cumsum(0).tolist())
+    timer = bench.Interleave(
+        CountingPlainLoop(), warmup=1, windows=40, steps=1, sync=lambda: None, clock=lambda: next(clock),
+        ci_half_width=0.01,
+    )  # fmt: skip
+    trainer = StopFlag()
+    with mock.patch("gc.collect"), mock.patch("gc.freeze"):
+        while not trainer.should_stop:
+            timer.on_train_batch_end(trainer)
+    assert len(timer.framework_s) == len(timer.plain_s) == pairs
+    interval = bench.ratio_interval(timer.framework_s, timer.plain_s)
+    assert (interval.log_half_width <= 0.01) == (noise == 0.0)
 
 
 @pytest.mark.parametrize(
@@ -149,6 +175,8 @@ def test_pair_ratios_median_and_interquartile_range_by_hand() -> None:
         ("bench.windows=1", "bench.windows must be even and at least 4 (pairs go in twos), got 1"),
         ("bench.windows=5", "bench.windows must be even and at least 4 (pairs go in twos), got 5"),
         ("bench.window_images=0", "bench.window_images must be at least 1, got 0"),
+        ("bench.ci_half_width=0", "bench.ci_half_width must be between 0 and 1 (0.01: within 1%), got 0"),
+        ("bench.ci_half_width=1.5", "bench.ci_half_width must be between 0 and 1 (0.01: within 1%), got 1.5"),
         ("bench.threads=-1", "bench.threads must be 0 (torch's default) or more, got -1"),
         ("bench.batch_sizes=[64,0]", "bench.batch_sizes=[64, 0] must list sizes of at least 1"),
         ("bench.device=tpu", "bench.device='tpu' is not one of: cuda, cpu, null"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -176,6 +177,9 @@ def test_ctrl_c_keeps_the_run_in_last_ckpt(data_root: Path, tmp_path: Path) -> N
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C's default, whatever pytest inherited: a job a shell put in the background ignores SIGINT, and so
+        # would the run, which would then train on (it did, in a suite started with `&`).
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")):  # training is under way
