@@ -38,6 +38,7 @@ from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES,
 from recursive_ae_gan.models.losses import GAME_LOSSES, fool_rates, reconstruction_losses
 from recursive_ae_gan.networks import MLPDiscriminator
 from recursive_ae_gan.run import console
+from recursive_ae_gan.run.atomic import atomic_open
 
 # The benchmarked datasets (conf/data/<name>.yaml) and their image shapes (C, H, W), which size the networks.
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -486,7 +487,7 @@ def write_csv(rows: list[Row], s: Plan, threads: int) -> Path:
     s.out_dir.mkdir(parents=True, exist_ok=True)
     path = s.out_dir / f"{datetime.now():%Y-%m-%d_%H-%M-%S_%f}.csv"
     setup = {"device": str(s.device), "precision": s.precision, "threads": threads, "clock": s.clock}
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*setup, *asdict(rows[0])])
         writer.writeheader()
         for row in rows:

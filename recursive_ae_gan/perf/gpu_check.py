@@ -126,7 +126,7 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds.append(self._now(pl_module) - self.start)
-        self.path.write_text(json.dumps(self.seconds))
+        atomic_write(self.path, json.dumps(self.seconds))
 
 
 @dataclass
@@ -352,7 +352,7 @@ def sweep_section(
         if verdict != "ok":
             report.fail(f"sweep jobs_per_gpu={per_gpu}")
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            (sweep_dir / "stderr.txt").write_text(process.stderr)
+            atomic_write(sweep_dir / "stderr.txt", process.stderr)
         rows.append([per_gpu, jobs, f"{wall:.0f}", f"{60 * jobs / wall:.1f}", verdict])
         print(f"sweep jobs_per_gpu={per_gpu}: {verdict}", flush=True)
     protocol = (
@@ -393,7 +393,7 @@ def ddp_section(root: Path, work: Path, size: Size, report: CheckReport) -> None
     if verdict != "ok":
         report.fail("ddp")
         out.mkdir(parents=True, exist_ok=True)
-        (out / "stderr.txt").write_text(process.stderr)
+        atomic_write(out / "stderr.txt", process.stderr)
     command = "`python -m recursive_ae_gan.train trainer=gpu trainer/strategy=ddp trainer.devices=2 model=rae_gan`"
     report.add(
         "### DDP: the game on 2 GPUs\n\n"
@@ -458,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 steps[name]()
             except Exception as err:  # a section that breaks must not cost the others' results
                 report.fail(name)
-                (work / f"{name}_traceback.txt").write_text(traceback.format_exc())
+                atomic_write(work / f"{name}_traceback.txt", traceback.format_exc())
                 where = f"traceback: `{work / name}_traceback.txt`"
                 report.add(f"### {name}: FAILED\n\n`{first_line(err)}` ({where})")
             times.append([name, f"{time.perf_counter() - start:.0f}"])

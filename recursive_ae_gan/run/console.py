@@ -88,6 +88,10 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
 
 
+# What moves a training run to another folder: said after a write that the filesystem refused there.
+MOVE_THE_RUN = "set paths.log_dir (or hydra.run.dir) to a writable folder"
+
+
 def write_refused(err: BaseException) -> WriteFailed | None:
     """The one-line error of a write the filesystem refused behind ``err``, naming the file: for the writes the
     project does not make itself (Lightning's, TensorBoard's, Hydra's, a log's); its own raise ``WriteFailed``."""
@@ -98,25 +102,24 @@ def write_refused(err: BaseException) -> WriteFailed | None:
 
 
 @contextmanager
-def one_line_errors() -> Iterator[None]:
+def one_line_errors(remedy: str | None = None) -> Iterator[None]:
     """Bad input (a UserError behind any exception, a write the filesystem refuses, a Hydra or OmegaConf error, a
     trainer setting Lightning refuses, a folder that cannot be written) exits with one ``error:`` line and status 1;
-    anything else is a bug and keeps its traceback."""
+    anything else is a bug and keeps its traceback. ``remedy`` follows a refused write that the command did not
+    name a file for itself (``MOVE_THE_RUN`` for training)."""
+    then = f"; {remedy}" if remedy else ""
     try:
         yield
     except Exception as err:
         if reason := user_error(err):
             sys.exit(f"error: {reason}")
         if failed := write_refused(err):
-            sys.exit(f"error: {failed}")
+            sys.exit(f"error: {failed}{then}")
         if isinstance(err, HydraException | OmegaConfBaseException | MisconfigurationException):
             sys.exit(f"error: {one_line(err)}")  # MisconfigurationException: Lightning refuses a trainer setting
         if isinstance(err, OSError):  # e.g. Hydra cannot create the run directory
             where = f" {err.filename}" if err.filename else ""
-            sys.exit(
-                f"error: cannot write{where}: {err.strerror or err}; set paths.log_dir (or hydra.run.dir) to a "
-                f"writable folder"
-            )
+            sys.exit(f"error: cannot write{where}: {err.strerror or err}{then}")
         raise
 
 
@@ -134,7 +137,7 @@ def null_groups_as_deletions(args: list[str]) -> list[str]:
     return [rewrite(arg) for arg in args]
 
 
-def run(entry: Callable[[], object]) -> None:
+def run(entry: Callable[[], object], remedy: str | None = None) -> None:
     """Run a ``@hydra.main`` entry point: a quiet console, and bad input as one ``error:`` line."""
     quiet()
     sys.argv[1:] = null_groups_as_deletions(sys.argv[1:])
@@ -142,5 +145,5 @@ def run(entry: Callable[[], object]) -> None:
         entry()  # the user asked for Hydra's full tracebacks
         return
     os.environ["HYDRA_FULL_ERROR"] = os.environ[_OURS] = "1"
-    with one_line_errors():
+    with one_line_errors(remedy):
         entry()

@@ -160,7 +160,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     but crashes on NaN (``recursive_ae_gan/sweeps.py``, ``docs/scaling.md``).
     """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        with console.one_line_errors():  # here, not only around Hydra, which would add a line of its own
+        with console.one_line_errors(
+            console.MOVE_THE_RUN
+        ):  # here, not only around Hydra, which would add a line of its own
             return objective(train(cfg), cfg.optimized_metric)
     pin_job_to_gpu(HydraConfig.get())  # hydra/launcher=gpus: one GPU per job, before anything touches CUDA
     try:
@@ -193,4 +195,4 @@ def record_failure(cfg: DictConfig, err: Exception) -> None:
 
 def main() -> None:
     """``python -m recursive_ae_gan.train``: bad input ends as one ``error:`` line."""
-    console.run(hydra_main)
+    console.run(hydra_main, console.MOVE_THE_RUN)

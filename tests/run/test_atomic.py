@@ -28,7 +28,7 @@ from recursive_ae_gan.errors import UserError, WriteFailed
 from recursive_ae_gan.run.atomic import atomic_open, atomic_write
 from recursive_ae_gan.run.checkpoints import AtomicCheckpointIO, interrupts_after_the_write
 from recursive_ae_gan.run.config import check
-from recursive_ae_gan.run.console import LogFile
+from recursive_ae_gan.run.console import MOVE_THE_RUN, LogFile
 from recursive_ae_gan.run.train import train
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
@@ -247,7 +247,27 @@ def test_a_refused_tensorboard_write_is_one_line_naming_its_event_file(
     process = run_cli_forked(data_root, tmp_path, *ONE_EPOCH, f"hydra.run.dir={run}")
     error = assert_one_line_error(process)
     (events,) = run.glob("tensorboard/*/events.out.tfevents.*")
-    assert error == f"error: cannot write {events}: no space left on device"
+    assert error == f"error: cannot write {events}: no space left on device; {MOVE_THE_RUN}"
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line_with_the_setting_that_moves_it(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hydra makes the run's folder; where that is refused (a folder of someone else's, a read-only mount), the
+    line says which setting moves the run."""
+    run, real_mkdir = tmp_path / "run", Path.mkdir
+
+    def refusing_mkdir(self: Path, *args, **kwargs) -> None:
+        if self == run:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refusing_mkdir)
+    process = run_cli_forked(data_root, tmp_path, *ONE_EPOCH, f"hydra.run.dir={run}")
+    assert assert_one_line_error(process) == (
+        f"error: cannot write {run}: permission denied; set paths.log_dir (or hydra.run.dir) to a writable folder"
+    )
+    assert not run.exists()
 
 
 def test_a_refused_write_to_the_log_file_is_one_line_once(tmp_path: Path) -> None:
