@@ -139,17 +139,17 @@ def continuation(cfg: DictConfig, automatic: bool) -> Continuation:
         )
     now = trained_settings(cfg)
     if trained is not None and (differ := differences(trained, now)):
-        restore_hydra_files(out)
+        leave_as_found(out)
         raise NotContinued(
             f"{out} holds a run trained under other settings: {', '.join(differ)}; "
             "use its overrides, another run directory, or ckpt_path=FILE to resume from it on purpose"
         )
     if status == "ok" and trained.get(EXTENDABLE) == now.get(EXTENDABLE):
-        restore_hydra_files(out)
+        leave_as_found(out)
         log.info("%s holds this run, finished: not trained again (its metrics.json is the result)", out)
         return Continuation(result=metrics)
     if status not in (None, "ok") and not cfg.rerun_failed:  # also one that failed before training (no settings)
-        restore_hydra_files(out)
+        leave_as_found(out)
         raise NotContinued(
             f"{out} holds a run that ended {status}: {metrics.get('error', 'see its metrics.json')}; "
             "rerun_failed=true runs it again"
@@ -179,9 +179,15 @@ def start(cfg: DictConfig) -> None:
     atomic_write(out / TRAINED / "settings.yaml", yaml.safe_dump(trained_settings(cfg), sort_keys=False))
 
 
-def restore_hydra_files(out: Path) -> None:
-    """Put back the ``.hydra/`` files of the attempt that trained ``out``, which Hydra has just replaced with
-    this attempt's: an attempt that does not train leaves the directory describing the run it holds."""
+def leave_as_found(out: Path) -> None:
+    """For an attempt that does not train ``out``: put back the ``.hydra/`` files of the attempt that trained it,
+    which Hydra has just replaced with this attempt's, and stop this process's log from writing into its log file,
+    so that the directory still describes, and logs, only the run it holds."""
     for name in HYDRA_FILES:
         if (out / TRAINED / name).is_file() and (out / ".hydra").is_dir():
             atomic_write(out / ".hydra" / name, (out / TRAINED / name).read_bytes())
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out.absolute():
+            root.removeHandler(handler)
+            handler.close()

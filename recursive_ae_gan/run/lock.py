@@ -25,7 +25,7 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_only
 
 from recursive_ae_gan.errors import refused_write, write_failed
-from recursive_ae_gan.run.continuation import NotContinued, restore_hydra_files
+from recursive_ae_gan.run.continuation import NotContinued, leave_as_found
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def owned(run_dir: Path) -> Iterator[None]:
         try:
             if not _take(fd):
                 owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "starting"
-                restore_hydra_files(run_dir)
+                leave_as_found(run_dir)
                 raise RunningElsewhere(f"{run_dir} is being trained by another process ({owner}): left to it")
         except OSError as err:
             if not _unsupported(err):

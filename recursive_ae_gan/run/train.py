@@ -160,9 +160,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     but crashes on NaN (``recursive_ae_gan/sweeps.py``, ``docs/scaling.md``).
     """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        with console.one_line_errors(
-            console.MOVE_THE_RUN
-        ):  # here, not only around Hydra, which would add a line of its own
+        # Here too: an error that left the task would make Hydra add a line of its own.
+        with console.one_line_errors(console.MOVE_THE_RUN):
             return objective(train(cfg), cfg.optimized_metric)
     pin_job_to_gpu(HydraConfig.get())  # hydra/launcher=gpus: one GPU per job, before anything touches CUDA
     try:

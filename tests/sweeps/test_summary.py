@@ -157,6 +157,7 @@ def test_a_sweep_started_twice_leaves_the_job_in_training_to_its_owner(data_root
         assert f"job 0: {owner}: left to it" in second.stdout
         assert "2 jobs: 1 ok, 0 failed, 1 running elsewhere (job 0: left to the process training it)" in second.stdout
         assert not (sweep / "0" / "metrics.json").exists() and not (sweep / "0" / "error.log").exists()
+        assert "left to it" not in (sweep / "0" / "train.log").read_text()  # the owner's log: only its own lines
 
         single = [*overrides, "seed=0", f"hydra.run.dir={sweep / '0'}", "ckpt_path=auto"]
         assert assert_one_line_error(run_cli_forked(data_root, tmp_path / "single", *single)) == (
