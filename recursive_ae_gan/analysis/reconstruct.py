@@ -144,6 +144,7 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
     depth = whole_number(cfg, "depth", 0, none_ok=True)
     batch_size = whole_number(cfg, "batch_size", 1)
     max_pixels = whole_number(cfg, "max_image_pixels", 1, none_ok=True)
+    seed = whole_number(cfg, "seed", 0)
     ckpt = Path(cfg.ckpt_path).expanduser()
     model, depth = load_model(ckpt, depth)
     out = Path(cfg.output).expanduser() if cfg.output is not None else default_output(ckpt)
@@ -170,6 +171,7 @@ def reconstruct(cfg: DictConfig) -> tuple[Path, list[Path]]:
     except OSError as err:
         raise UserError(f"cannot create output={out}: {err.strerror or err}; set output to a writable folder") from None
     loader = DataLoader(images, batch_size=batch_size, collate_fn=to_unit_range)
+    L.seed_everything(seed, verbose=False)  # a stochastic decoder's draws
     trainer.predict(model, dataloaders=loader, return_predictions=False)  # the writer saves every batch
     return out, [out / name for name in names]
 

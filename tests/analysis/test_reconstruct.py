@@ -28,12 +28,17 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 AE_SIZE, GAN_SIZE = 32, 24  # the runs' data.image_size
 GAN_DEPTH = 1  # the RAE+GAN run's model.recursion_depth
-TINY = ["model.net.widths=[8,8,8]", "model.net.code_size=16", "data.num_workers=0", "data.batch_size=4"]
+TINY = ["model.net.widths=[8,8,8]", "model.net.code_size=16"]
 RUNS = {
-    "ae": ["model=ae", f"data.image_size={AE_SIZE}"],
+    "ae": ["model=ae", f"data.image_size={AE_SIZE}", *TINY],
     "rae_gan": [
         "model=rae_gan", f"model.recursion_depth={GAN_DEPTH}", "model.warmup_epochs=0", "data.channels=1",
-        f"data.image_size={GAN_SIZE}",
+        f"data.image_size={GAN_SIZE}", *TINY,
+    ],
+    # A stochastic decoder: noise drawn at every evaluation (fitted to the residuals before validation).
+    "noisy": [
+        "model=ae", f"data.image_size={AE_SIZE}", "model/net=patch", "model.net.code_channels=4",
+        "model.net.noise=true", "callbacks=noise",
     ],
 }  # fmt: skip
 
@@ -51,7 +56,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     common = [
         "data=folder", f"data.root={images}", "data.val_size=2", "data.test_size=2", "trainer.max_epochs=1",
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "logger=csv", "collapse_threshold=0", *TINY,
+        "logger=csv", "collapse_threshold=0", "data.num_workers=0", "data.batch_size=4",
     ]  # fmt: skip
     for name, overrides in RUNS.items():
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -204,6 +209,24 @@ def test_adversarial_model_on_one_file_converts_to_its_grayscale(
     deeper_cfg = reconstruct_cfg(f"ckpt_path={checkpoints['rae_gan']}", f"input={source}", f"output={tmp_path}")
     _, deeper = reconstruct(deeper_cfg)  # the default depth: recursion_depth + 3
     assert read_image(str(deeper[0])).shape == tile(GAN_SIZE, GAN_DEPTH + 3 + 2)
+
+
+def test_a_stochastic_decoders_grids_are_the_same_for_the_same_seed(
+    checkpoints: dict[str, Path], user_images: Path, tmp_path: Path
+) -> None:
+    """The noise is drawn from ``seed``: a second command gives the same grid, another seed another one."""
+    source = user_images / "cats" / "img_001.png"
+    grids = []
+    for name, seed in [("first", 0), ("again", 0), ("other", 1)]:
+        cfg = reconstruct_cfg(
+            f"ckpt_path={checkpoints['noisy']}", f"input={source}", f"output={tmp_path / name}", f"seed={seed}"
+        )
+        _, (written,) = reconstruct(cfg)
+        grids.append(read_image(str(written)))
+    first, again, other = grids
+    assert torch.equal(first, again)
+    input_tile = (slice(None), slice(2, 2 + AE_SIZE), slice(2, 2 + AE_SIZE))
+    assert torch.equal(first[input_tile], other[input_tile]) and not torch.equal(first, other)  # only the draws differ
 
 
 def test_grid_names_keep_sub_folders_and_tell_same_stems_apart() -> None:
