@@ -1,8 +1,8 @@
 """DDP with 2 gloo processes on the CPU through the real CLI, on both data paths.
 
-Each rank must train on its own share of every epoch's batches, in the single-process order, and
-the two shares together must be exactly the epoch's images; a DDP run resumes from its last.ckpt;
-test metrics count every test image once; metrics.json and checkpoints are written once.
+Each rank must train on its own share of every epoch's batches, in the single-process order (the game with R1's
+double backward too), and the two shares together must be exactly the epoch's images; a DDP run resumes from its
+last.ckpt; test metrics count every test image once; metrics.json and checkpoints are written once.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_ddp_ranks_share_each_epoch_and_resume(
     # The game with Lightning's own spelling (trainer.strategy=ddp: train() adds find_unused_parameters for it).
     strategy = "trainer=ddp" if model == "ae" else "trainer.strategy=ddp"
     ddp = [strategy, "trainer.devices=2", f"data.on_device={path}", f"model={model}", f"hydra.run.dir={run}"]
-    ddp += ["model.warmup_epochs=1"] if model == "rae_gan" else []
+    ddp += ["model.warmup_epochs=1", "model.r1_gamma=1"] if model == "rae_gan" else []  # R1: a double backward
     # On the DataLoader path: 1 epoch, then resume from its last.ckpt to 2; on the device: 2 epochs at once.
     resume = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
     for epochs, more in [(1, []), (2, resume)] if path == "false" else [(2, [])]:
