@@ -34,10 +34,10 @@ from torchvision.datasets import CIFAR10
 from torchvision.io import write_png
 
 import recursive_ae_gan
+from recursive_ae_gan.core import atomic
+from recursive_ae_gan.core.console import CONF_DIR as CONF_DIR  # the installed package's configs, editable or not
 from recursive_ae_gan.data import ImageDataModule
 from recursive_ae_gan.models import AdversarialAutoencoder
-from recursive_ae_gan.run import atomic
-from recursive_ae_gan.run.console import CONF_DIR as CONF_DIR  # the installed package's configs, editable or not
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def write_png_declaring(path: Path, width: int, height: int) -> Path:
     return path
 
 
-# A filesystem that refuses writes, for the files the project writes itself (run.atomic): the lowest write it owns.
+# A filesystem that refuses writes, for the files the project writes itself (core.atomic): the lowest write it owns.
 
 
 class RefusingFile(io.FileIO):

@@ -31,7 +31,7 @@ from recursive_ae_gan.analysis.runs import (
     score_metric,
 )
 from recursive_ae_gan.analysis.stats import Difference, paired_difference, welch_difference
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models import VARIANTS
 
 COMPARISON_COLUMNS = (

@@ -20,14 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core import console
+from recursive_ae_gan.core.atomic import atomic_open, atomic_write
+from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.records import RUN_CONFIG_KEYS, read_config
 from recursive_ae_gan.models.metrics import REPORTED_METRICS
 from recursive_ae_gan.models.realism import realism
-from recursive_ae_gan.run import console
-from recursive_ae_gan.run.atomic import atomic_open, atomic_write
 from recursive_ae_gan.run.callbacks import reconstruction_grid
 from recursive_ae_gan.run.checkpoints import check_exists
-from recursive_ae_gan.run.records import RUN_CONFIG_KEYS, read_config
 from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of, upgrade_old_run_config
 
 GAME_METRICS = ("fool_rate", "d_fake_mean", "d_auc", "d_balanced_acc")  # adversarial models only

@@ -21,7 +21,7 @@ from recursive_ae_gan.analysis.runs import (
     step_curve,
 )
 from recursive_ae_gan.analysis.stats import summarize
-from recursive_ae_gan.run.atomic import atomic_open
+from recursive_ae_gan.core.atomic import atomic_open
 
 
 def _mean_and_interval(points: dict[float, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -25,11 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
+from recursive_ae_gan.core import console
+from recursive_ae_gan.core.atomic import atomic_open
+from recursive_ae_gan.core.errors import UserError, first_line
 from recursive_ae_gan.data.sources import IMAGE_EXTENSIONS, FileItems, image_files
-from recursive_ae_gan.errors import UserError, first_line
 from recursive_ae_gan.models import RecursiveAutoencoder
-from recursive_ae_gan.run import console
-from recursive_ae_gan.run.atomic import atomic_open
 from recursive_ae_gan.run.trained import read_trained
 
 log = logging.getLogger(__name__)

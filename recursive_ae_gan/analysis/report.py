@@ -43,9 +43,9 @@ from recursive_ae_gan.analysis.runs import (
 )
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.atomic import atomic_open, atomic_write
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models.metrics import REPORTED_METRICS
-from recursive_ae_gan.run.atomic import atomic_open, atomic_write
 from recursive_ae_gan.run.identity import IGNORED_KEYS, SEED_KEYS
 
 # The course report's test losses (Table 1, CIFAR10 BCE; section 5.1, MNIST MSE): (dataset, model, metric).

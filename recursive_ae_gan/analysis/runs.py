@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from recursive_ae_gan.core.records import RUN_CONFIG_KEYS, Damaged, read_config, read_json
 from recursive_ae_gan.run.identity import SEED_KEYS, current_settings, ignored, leaves
-from recursive_ae_gan.run.records import RUN_CONFIG_KEYS, Damaged, read_config, read_json
 
 LOSS_TAGS = {"train": "train/loss_epoch", "val": "val/loss"}
 

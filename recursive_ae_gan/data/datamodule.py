@@ -19,6 +19,7 @@ from typing import Literal
 import lightning as L
 import torch
 
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.data.loaders import (
     BatchLoader,
     DeviceBatches,
@@ -27,7 +28,6 @@ from recursive_ae_gan.data.loaders import (
     batch_sampler,
 )
 from recursive_ae_gan.data.sources import FolderSource, ImageItems, TorchvisionSource, image_source, read_all
-from recursive_ae_gan.errors import UserError
 
 log = logging.getLogger(__name__)
 

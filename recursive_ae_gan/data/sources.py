@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from recursive_ae_gan.core.errors import UserError, first_line
 from recursive_ae_gan.data.decoding import convert, to_uint8
-from recursive_ae_gan.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models.augment import random_translate
 from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build, make_scheduler
 from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceName, BalanceSettings

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
-from recursive_ae_gan.errors import DivergedError, UserError
+from recursive_ae_gan.core.errors import DivergedError, UserError
 from recursive_ae_gan.models.divergence import DivergenceGuard
 from recursive_ae_gan.models.losses import cycle_depths, reconstruction_losses
 from recursive_ae_gan.models.metrics import step_metrics, update_step_metrics

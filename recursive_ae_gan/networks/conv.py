@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.networks.shapes import chw, override, shape_str
 
 Norm = Literal["batch", "instance", "group", "none"]

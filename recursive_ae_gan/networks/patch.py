@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.networks.shapes import chw, shape_str
 
 

@@ -30,15 +30,15 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recursive_ae_gan.analysis.stats import summarize
+from recursive_ae_gan.core import console
+from recursive_ae_gan.core.atomic import atomic_open
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.data import ImageDataModule, epoch_permutation
-from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import VARIANTS
 from recursive_ae_gan.models.autoencoder import build
 from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceSettings
 from recursive_ae_gan.models.losses import GAME_LOSSES, fool_rates, reconstruction_losses
 from recursive_ae_gan.networks import MLPDiscriminator
-from recursive_ae_gan.run import console
-from recursive_ae_gan.run.atomic import atomic_open
 
 # The benchmarked datasets (conf/data/<name>.yaml) and their image shapes (C, H, W), which size the networks.
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}

@@ -33,11 +33,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from recursive_ae_gan.analysis.tables import markdown_table
-from recursive_ae_gan.errors import first_line
+from recursive_ae_gan.core import console
+from recursive_ae_gan.core.atomic import atomic_write
+from recursive_ae_gan.core.errors import first_line
 from recursive_ae_gan.models import VARIANTS
 from recursive_ae_gan.perf import bench
-from recursive_ae_gan.run import console
-from recursive_ae_gan.run.atomic import atomic_write
 from recursive_ae_gan.run.train import train
 from recursive_ae_gan.sweeps.gpus import visible_gpus
 

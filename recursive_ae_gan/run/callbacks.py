@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from torch import nn
 from torchvision.utils import make_grid
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.run.loggers import log_image
 

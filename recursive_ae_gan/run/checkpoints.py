@@ -20,8 +20,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from recursive_ae_gan.errors import UserError, first_line
-from recursive_ae_gan.run.atomic import atomic_open, fsync_directory
+from recursive_ae_gan.core.atomic import atomic_open, fsync_directory
+from recursive_ae_gan.core.errors import UserError, first_line
 
 
 def check_exists(ckpt: Path) -> None:

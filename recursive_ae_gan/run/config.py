@@ -22,7 +22,7 @@ from hydra.utils import get_object
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 
 Check = tuple[Callable[[Any], bool], str]  # (is the value fine, what is expected)
 

@@ -27,10 +27,10 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.run.atomic import atomic_write
+from recursive_ae_gan.core.atomic import atomic_write
+from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.records import Damaged, read_json, read_yaml
 from recursive_ae_gan.run.identity import current_settings, ignored, leaves
-from recursive_ae_gan.run.records import Damaged, read_json, read_yaml
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from recursive_ae_gan.errors import refused_write, write_failed
+from recursive_ae_gan.core.errors import refused_write, write_failed
 from recursive_ae_gan.run.continuation import NotContinued, leave_as_found
 
 log = logging.getLogger(__name__)

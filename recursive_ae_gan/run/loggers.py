@@ -30,8 +30,8 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.run.atomic import atomic_open
+from recursive_ae_gan.core.atomic import atomic_open
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.run.identity import ignored
 
 MAX_NAME = 120

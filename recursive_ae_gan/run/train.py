@@ -22,11 +22,11 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
-from recursive_ae_gan.errors import CollapsedRunError, RunFailed, WriteFailed, user_error
+from recursive_ae_gan.core import console
+from recursive_ae_gan.core.atomic import atomic_write
+from recursive_ae_gan.core.errors import CollapsedRunError, RunFailed, WriteFailed, user_error
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.models.realism import realism
-from recursive_ae_gan.run import console
-from recursive_ae_gan.run.atomic import atomic_write
 from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
 from recursive_ae_gan.run.config import check
 from recursive_ae_gan.run.continuation import NotContinued, continuation, start

@@ -16,10 +16,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.console import one_line
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
-from recursive_ae_gan.run.console import one_line
 
 EXTRA_STEPS = 3  # evaluate and reconstruct look this many steps past the trained recursion_depth by default
 

@@ -23,7 +23,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.exc import SQLAlchemyError  # optuna's database storage
 
-from recursive_ae_gan.errors import UserError, first_line
+from recursive_ae_gan.core.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.records import Damaged, read_json
 from recursive_ae_gan.run.lock import running
-from recursive_ae_gan.run.records import Damaged, read_json
 
 log = logging.getLogger(__name__)
 

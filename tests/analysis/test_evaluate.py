@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from recursive_ae_gan.analysis.evaluate import bce_floor, evaluate, step_table
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.run.trained import upgrade_old_run_config
 
 DEPTH = 2  # the trained run's model.recursion_depth

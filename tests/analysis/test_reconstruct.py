@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.io import read_image
 
 from recursive_ae_gan.analysis.reconstruct import grid_names, reconstruct
+from recursive_ae_gan.core import console
 from recursive_ae_gan.data.sources import FileItems
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
-from recursive_ae_gan.run import console
 from recursive_ae_gan.run.train import train
 
 REPO = Path(__file__).resolve().parents[2]

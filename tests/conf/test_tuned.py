@@ -11,7 +11,7 @@ from helpers import CONF_DIR, SHAPES
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.networks import ConvAutoencoder, PatchAutoencoder
 from recursive_ae_gan.perf import bench
 from recursive_ae_gan.run.train import train

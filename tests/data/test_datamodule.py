@@ -25,8 +25,8 @@ from omegaconf import open_dict
 from torch.utils.data import DataLoader
 from torchvision.datasets import CIFAR10
 
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.data import DeviceBatches
-from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models import RecursiveAutoencoder
 from recursive_ae_gan.run.config import check
 

@@ -23,9 +23,9 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from recursive_ae_gan.analysis.reconstruct import read_images
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.data.datamodule import SPLITS
 from recursive_ae_gan.data.sources import FileItems, TooManyPixels, TorchvisionItems, open_dataset, read_all
-from recursive_ae_gan.errors import UserError
 
 SIZE = 24  # every file is SIZE x SIZE, so that convert() keeps its pixels (a multiple of JPEG's 8x8 blocks)
 TOLERANCE = 2  # mean absolute error, in 1/255

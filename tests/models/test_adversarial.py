@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from scipy.stats import mannwhitneyu
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.models.augment import random_translate
 from recursive_ae_gan.run.config import check

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from helpers import REPORT_NET, data_and_model
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models import RecursiveAutoencoder
 from recursive_ae_gan.networks import Cifar10Autoencoder, MnistAutoencoder
 from recursive_ae_gan.run.config import check

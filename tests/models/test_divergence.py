@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch.nn.utils import parameters_to_vector
 from torch.utils._pytree import tree_flatten
 
-from recursive_ae_gan.errors import DivergedError
+from recursive_ae_gan.core.errors import DivergedError
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models.balance import report_freezes_discriminator, target_weights
 from recursive_ae_gan.models.losses import (
     GAME_LOSSES,

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from recursive_ae_gan.analysis.evaluate import evaluate
+from recursive_ae_gan.core.errors import DivergedError, UserError, user_error
 from recursive_ae_gan.data.loaders import epoch_flips
-from recursive_ae_gan.errors import DivergedError, UserError, user_error
 from recursive_ae_gan.run.callbacks import EMA
 from recursive_ae_gan.run.config import check
 from recursive_ae_gan.run.train import train

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import parametrize
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.networks import (
     Cifar10Autoencoder,
     ConvAutoencoder,

@@ -19,7 +19,7 @@ from helpers import CONF_DIR, run_entry_forked
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.perf import bench
 
 

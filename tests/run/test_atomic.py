@@ -24,11 +24,11 @@ import pytest
 import torch
 from helpers import ONE_EPOCH, RefusingFile, assert_one_line_error, ok, refuse_writes, run_cli_forked
 
-from recursive_ae_gan.errors import UserError, WriteFailed
-from recursive_ae_gan.run.atomic import atomic_open, atomic_write
+from recursive_ae_gan.core.atomic import atomic_open, atomic_write
+from recursive_ae_gan.core.console import MOVE_THE_RUN, LogFile
+from recursive_ae_gan.core.errors import UserError, WriteFailed
 from recursive_ae_gan.run.checkpoints import AtomicCheckpointIO, interrupts_after_the_write
 from recursive_ae_gan.run.config import check
-from recursive_ae_gan.run.console import MOVE_THE_RUN, LogFile
 from recursive_ae_gan.run.train import train
 
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")

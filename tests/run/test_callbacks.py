@@ -12,7 +12,7 @@ import torch
 from helpers import data_and_model, fit
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.networks import PatchAutoencoder
 from recursive_ae_gan.run.callbacks import InitPCA
 from recursive_ae_gan.run.train import train

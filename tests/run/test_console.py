@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import ONE_EPOCH, ok, run_cli_forked
 
-from recursive_ae_gan.run.console import null_groups_as_deletions
+from recursive_ae_gan.core.console import null_groups_as_deletions
 
 
 def test_null_groups_become_deletions() -> None:

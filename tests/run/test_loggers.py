@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.run.config import check
 from recursive_ae_gan.run.loggers import MAX_NAME, run_name, safe_name
 from recursive_ae_gan.run.train import train

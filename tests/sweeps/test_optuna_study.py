@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from recursive_ae_gan.analysis.report import write_report
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 
 # optuna 2.10 (the newest the Hydra plugin takes) uses SQLAlchemy 1.4 APIs that 2.0 removed, and says so.
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated API features detected")

@@ -26,7 +26,7 @@ from helpers import (
 )
 from omegaconf import OmegaConf
 
-from recursive_ae_gan.errors import UserError
+from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.run.lock import owned
 from recursive_ae_gan.sweeps.summary import job_statuses, objective, summary
 

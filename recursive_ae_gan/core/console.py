@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
-from recursive_ae_gan.errors import WriteFailed, file_written, refused_write, user_error, write_failed
+from recursive_ae_gan.core.errors import WriteFailed, file_written, refused_write, user_error, write_failed
 
 # The configs, as an absolute path: the entry points then work however they are started (python -m, an
 # import of main(), Lightning's DDP re-launch), not only as __main__. They ship as the package

@@ -2,7 +2,7 @@
 cut short, not text, or not the kind of document it should be is one line naming it (``Damaged``), so that a
 command reading many runs can leave the damaged one out and go on with the rest.
 
-The project's own writes are atomic (``run.atomic``), but a disk error, a sync tool, a copy cut short or a hand
+The project's own writes are atomic (``core.atomic``), but a disk error, a sync tool, a copy cut short or a hand
 edit still leave such files; Hydra writes ``.hydra/`` in place. A missing file is not damage: ``FileNotFoundError``
 passes through, and each caller says what a missing file means (a run not finished, not evaluated).
 Only the standard library and OmegaConf here: ``report`` imports this module without torch.
@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from recursive_ae_gan.errors import UserError, first_line
+from recursive_ae_gan.core.errors import UserError, first_line
 
 # The groups every run's .hydra/config.yaml holds (conf/train.yaml), ``paths`` written last: one cut short lacks some.
 RUN_CONFIG_KEYS = ("model", "data", "trainer", "paths")

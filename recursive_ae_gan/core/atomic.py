@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-from recursive_ae_gan.errors import refused_write, write_failed
+from recursive_ae_gan.core.errors import refused_write, write_failed
 
 
 def fsync_directory(directory: Path) -> None:
