@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
+from recursive_ae_gan.compat import upgrade_old_run_config
 from recursive_ae_gan.core import console
 from recursive_ae_gan.core.atomic import atomic_open, atomic_write
 from recursive_ae_gan.core.errors import UserError
@@ -28,7 +29,7 @@ from recursive_ae_gan.models.metrics import REPORTED_METRICS
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run.callbacks import reconstruction_grid
 from recursive_ae_gan.run.checkpoints import check_exists
-from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of, upgrade_old_run_config
+from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of
 
 GAME_METRICS = ("fool_rate", "d_fake_mean", "d_auc", "d_balanced_acc")  # adversarial models only
 JUDGE_METRICS = ("judge_acc", "judge_auc", "judge_p")  # the two-sample test of realism

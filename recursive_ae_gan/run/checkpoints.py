@@ -20,6 +20,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from recursive_ae_gan.compat import unpickle_in_full
 from recursive_ae_gan.core.atomic import atomic_open, fsync_directory
 from recursive_ae_gan.core.errors import UserError, first_line
 
@@ -44,7 +45,7 @@ def read_checkpoint(ckpt: Path, trusted: bool = False) -> dict:
         except pickle.UnpicklingError:
             if not trusted:
                 raise
-            checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+            checkpoint = unpickle_in_full(ckpt)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise UserError(f"ckpt_path={ckpt} is not a readable checkpoint: {unloadable(ckpt, err)}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):

@@ -3,14 +3,14 @@
 Three questions ask it: is the run in this directory the run this command describes (``run.continuation``)? What
 is this run called (``run.loggers``' run names)? Which runs are repetitions of one setting (``analysis.runs``)?
 Keys in ``IGNORED_KEYS`` never make two runs different; the seeds (``SEED_KEYS``) tell the repetitions of one
-setting apart. A class named by a path it had before a move (``recursive_ae_gan.MOVED_MODULES``) is the same class.
+setting apart. A class named by a path it had before a move (``compat.MOVED_MODULES``) is the same class.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from recursive_ae_gan import MOVED_MODULES
+from recursive_ae_gan.compat import current_target, current_targets
 
 # The seeds: weights and shuffling (`seed`), the data order (`data.seed`, `${seed}` by default) and the
 # train/validation split (`data.split_seed`). Runs are paired over the values of all three.
@@ -23,7 +23,6 @@ IGNORED_KEYS = (
     "collapse_threshold", "data.root", "data.download", "trainer.default_root_dir", "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )  # fmt: skip
-PACKAGE = "recursive_ae_gan"
 
 
 def ignored(key: str, seeds: bool = False) -> bool:
@@ -32,24 +31,6 @@ def ignored(key: str, seeds: bool = False) -> bool:
     ``key`` is dotted (``model.lr``), an override's (``+x.y``, ``~x``) or a config group's (``logger/mlflow``)."""
     key = key.lstrip("+~")
     return any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in (*IGNORED_KEYS, *(SEED_KEYS if seeds else ())))
-
-
-def current_target(path: str) -> str:
-    """``path`` as today's import path: ``recursive_ae_gan.module.X`` is ``recursive_ae_gan.models.X``."""
-    for old, new in MOVED_MODULES.items():
-        if path.startswith(f"{PACKAGE}.{old}."):
-            return f"{PACKAGE}.{new}.{path.removeprefix(f'{PACKAGE}.{old}.')}"
-    return path
-
-
-def current_targets(value: Any) -> Any:
-    """``value`` (a plain config container) with every ``_target_`` inside it as today's import path."""
-    if isinstance(value, dict):
-        return {k: current_target(v) if k == "_target_" and isinstance(v, str) else current_targets(v)
-                for k, v in value.items()}  # fmt: skip
-    if isinstance(value, list):
-        return [current_targets(v) for v in value]
-    return value
 
 
 def leaves(container: Any, prefix: str = "") -> dict[str, Any]:

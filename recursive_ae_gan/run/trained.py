@@ -2,30 +2,26 @@
 
 A checkpoint's hyperparameters hold the network configs and the image shape, so the checkpoint alone rebuilds its
 model (``read_trained(ckpt).model(...)``). Checkpoints from before that need their run's config
-(``<run>/.hydra/config.yaml``), read through ``upgrade_old_run_config``.
+(``<run>/.hydra/config.yaml``), read through ``compat.upgrade_old_run_config``.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from recursive_ae_gan.compat import trusted, upgrade_old_run_config
 from recursive_ae_gan.core.console import one_line
 from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
 
 EXTRA_STEPS = 3  # evaluate and reconstruct look this many steps past the trained recursion_depth by default
-
-# What runs from before the data package and shape-built networks wrote into their config.
-OLD_DATASETS = {"mnist": "torchvision.datasets.MNIST", "cifar10": "torchvision.datasets.CIFAR10"}
-OLD_AUTOENCODER = "recursive_ae_gan.networks.autoencoder_for"
 
 
 @dataclass(frozen=True)
@@ -65,8 +61,7 @@ def read_trained(ckpt: Path, run_config: DictConfig | None = None) -> Trained:
     """Read ``ckpt``; ``run_config``: its run's ``.hydra/config.yaml``, needed by checkpoints from before their
     hyperparameters held the network configs (and then trusted to unpickle in full, ``read_checkpoint``)."""
     run_config = upgrade_old_run_config(run_config) if run_config is not None else None
-    ours = run_config is not None and str(run_config.model.get("_target_")).startswith("recursive_ae_gan.")
-    checkpoint = read_checkpoint(ckpt, trusted=ours)
+    checkpoint = read_checkpoint(ckpt, trusted=trusted(run_config))
     hparams = checkpoint.get("hyper_parameters")
     if isinstance(hparams, dict) and isinstance(hparams.get("net"), dict) and "_target_" in hparams["net"]:
         shape = hparams.get("image_shape")
@@ -97,30 +92,3 @@ def run_dir_of(ckpt: Path) -> Path:
         f"no run config (.hydra/config.yaml) in any folder above {ckpt}; ckpt_path must be a checkpoint "
         f"inside a training run's directory, e.g. outputs/runs/X/checkpoints/last.ckpt"
     )
-
-
-def upgrade_old_run_config(run_cfg: DictConfig) -> DictConfig:
-    """An old run's config in today's form; today's configs come back as they are.
-
-    Old runs named their dataset (``data.dataset: mnist | cifar10``) and built the report's networks from
-    that name (``networks.autoencoder_for`` / ``networks.discriminator_for``, which the model received
-    built). Today ``data.dataset`` is a torchvision class with its training and test pools, and the model
-    builds its networks from their configs and the data's image shape. The report's networks, and so the
-    checkpoints' state_dict keys, are the same.
-    """
-    data, model = run_cfg.data, run_cfg.model
-    old_data, old_model = data.get("dataset") in OLD_DATASETS, model.net.get("_target_") == OLD_AUTOENCODER
-    if not (old_data or old_model):
-        return run_cfg
-    cfg = copy.deepcopy(run_cfg)
-    with open_dict(cfg):
-        if old_data:
-            cfg.data.dataset = OLD_DATASETS[data.dataset]
-            cfg.data.train_split, cfg.data.test_split = {"train": True}, {"train": False}
-        if old_model:
-            cfg.model.net = {"_target_": "recursive_ae_gan.networks.report_autoencoder"}
-            if "discriminator" in model:
-                hidden = {"hidden": model.discriminator.hidden} if "hidden" in model.discriminator else {}
-                cfg.model.discriminator = {"_target_": "recursive_ae_gan.networks.MLPDiscriminator", **hidden}
-            cfg.model._recursive_, cfg.model._convert_ = False, "all"  # the model builds its networks
-    return cfg

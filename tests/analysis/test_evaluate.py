@@ -24,8 +24,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from recursive_ae_gan.analysis.evaluate import bce_floor, evaluate, step_table
+from recursive_ae_gan.compat import upgrade_old_run_config
 from recursive_ae_gan.core.errors import UserError
-from recursive_ae_gan.run.trained import upgrade_old_run_config
 
 DEPTH = 2  # the trained run's model.recursion_depth
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

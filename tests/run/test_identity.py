@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from helpers import CONF_DIR, ok, run_cli_forked
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
@@ -13,9 +14,10 @@ from omegaconf import OmegaConf
 
 from recursive_ae_gan.analysis.evaluate import evaluate
 from recursive_ae_gan.analysis.report import write_report
+from recursive_ae_gan.compat import current_target
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.run.continuation import trained_settings
-from recursive_ae_gan.run.identity import current_target, ignored
+from recursive_ae_gan.run.identity import ignored
 from recursive_ae_gan.run.loggers import run_name  # noqa: F401  (registers the run_name resolver)
 
 # What configs written before the move named: the model, the checkpoint plugin, the callbacks.
@@ -28,6 +30,7 @@ OLD_PATHS = [
 GAME = ["model=ae_gan", "model.warmup_epochs=1", "collapse_threshold=0"]
 
 
+@pytest.mark.filterwarnings("ignore:recursive_ae_gan.module is deprecated:DeprecationWarning")  # tests/test_compat.py
 def test_old_paths_name_todays_classes() -> None:
     assert get_object("recursive_ae_gan.module.AdversarialAutoencoder") is AdversarialAutoencoder
     assert current_target("recursive_ae_gan.module.AdversarialAutoencoder") == (
