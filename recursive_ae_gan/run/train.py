@@ -104,8 +104,8 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
 
 
 def instantiate_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """The datamodule, the model and the trainer with its callbacks and loggers; the data is loaded first, since
-    its image shape sizes the networks."""
+    """The datamodule, the model and the trainer with its callbacks and loggers; the data is loaded after the
+    trainer is built (its ranks), before the model, since its image shape sizes the networks."""
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
