@@ -3,17 +3,22 @@
 Small samples (3 to 10 seeds) are the norm for training runs, so intervals use Student's t, not the normal
 approximation. Two variants that were trained on the same seeds are compared *paired* (the mean of the
 per-seed differences, which cancels what a seed does to both); variants that share no seed are compared
-with Welch's unpaired interval. Pure functions of lists of floats, so that ``report`` and the tests share them.
+with Welch's unpaired interval. The intervals are scipy's (``ttest_1samp``, ``ttest_rel``, ``ttest_ind`` with
+``equal_var=False``, each with ``confidence_interval``). Pure functions of lists of floats, so that ``report`` and
+the tests share them.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
-from scipy.stats import t as student_t
+import numpy as np
+from scipy import stats
 
 CONFIDENCE = 0.95
 
@@ -48,9 +53,16 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
-def t_quantile(df: float, confidence: float = CONFIDENCE) -> float:
-    """The two-sided ``confidence`` quantile of Student's t with ``df`` degrees of freedom."""
-    return float(student_t.ppf(0.5 + confidence / 2, df))
+def t_interval(test: Callable[..., object], *samples: Sequence[float], confidence: float) -> tuple[float, float]:
+    """The ``confidence`` interval of scipy's t ``test`` on ``samples`` (``nan`` where a value is not finite).
+
+    Values that are (nearly) equal, as a loss over seeds can be, give a (nearly) zero-wide interval, correctly;
+    scipy warns of its lost precision then, and non-finite values make numpy warn of invalid arithmetic: neither
+    is news to a reader of the report."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation", RuntimeWarning)
+        interval = test(*samples).confidence_interval(confidence)
+    return float(interval.low), float(interval.high)
 
 
 def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
@@ -61,9 +73,8 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     mean = statistics.fmean(values)
     if n == 1:
         return Summary(1, mean, math.nan, math.nan, math.nan)
-    std = statistics.stdev(values)
-    half = t_quantile(n - 1, confidence) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    low, high = t_interval(partial(stats.ttest_1samp, popmean=0.0), values, confidence=confidence)
+    return Summary(n, mean, statistics.stdev(values), low, high)
 
 
 def paired_difference(
@@ -72,20 +83,17 @@ def paired_difference(
     """``variant[i] - baseline[i]`` over shared seeds (same order): its mean and t interval."""
     if len(variant) != len(baseline):
         raise ValueError(f"paired values need equal lengths, got {len(variant)} and {len(baseline)}")
-    summary = summarize([v - b for v, b in zip(variant, baseline, strict=True)], confidence)
-    return Difference(summary.mean, summary.low, summary.high, summary.n, paired=True)
+    mean = statistics.fmean([v - b for v, b in zip(variant, baseline, strict=True)])
+    if len(variant) < 2:
+        return Difference(mean, math.nan, math.nan, len(variant), paired=True)
+    low, high = t_interval(stats.ttest_rel, variant, baseline, confidence=confidence)
+    return Difference(mean, low, high, len(variant), paired=True)
 
 
 def welch_difference(variant: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE) -> Difference:
     """``mean(variant) - mean(baseline)`` of two independent samples: Welch's t interval (unequal variances)."""
-    a, b = summarize(variant), summarize(baseline)
-    mean, n = a.mean - b.mean, a.n + b.n
-    if a.n < 2 or b.n < 2:
+    mean, n = statistics.fmean(variant) - statistics.fmean(baseline), len(variant) + len(baseline)
+    if len(variant) < 2 or len(baseline) < 2:
         return Difference(mean, math.nan, math.nan, n, paired=False)
-    va, vb = a.std**2 / a.n, b.std**2 / b.n
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return Difference(mean, mean, mean, n, paired=False)
-    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))  # Welch-Satterthwaite
-    half = t_quantile(df, confidence) * se
-    return Difference(mean, mean - half, mean + half, n, paired=False)
+    low, high = t_interval(partial(stats.ttest_ind, equal_var=False), variant, baseline, confidence=confidence)
+    return Difference(mean, low, high, n, paired=False)
