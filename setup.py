@@ -1,6 +1,6 @@
 """The packages, computed (pyproject.toml holds the rest): ``conf/`` stays at the top of the repository and ships
 as the package ``recursive_ae_gan.conf``, each config group folder one of its packages, so that an install carries
-the configs (``recursive_ae_gan.cli.CONF_DIR`` finds them there)."""
+the configs (``recursive_ae_gan.core.console.CONF_DIR`` finds them there)."""
 
 from setuptools import find_namespace_packages, find_packages, setup
 

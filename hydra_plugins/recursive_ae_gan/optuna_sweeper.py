@@ -1,5 +1,5 @@
 """``hydra/sweeper=optuna``: the Optuna plugin's sweeper, with studies that continue and grid studies that end
-(recursive_ae_gan.optuna_grid).
+(``recursive_ae_gan.sweeps.optuna_study``).
 
 Hydra scans this module with every plugin; without the ``sweep`` extra it defines nothing.
 """
@@ -16,7 +16,7 @@ except ImportError:  # hydra-optuna-sweeper is not installed
 if PluginOptunaSweeper is not None:
 
     class OptunaSweeper(PluginOptunaSweeper):
-        """The plugin's sweeper (same config), sweeping with ``optuna_grid.StudySweeperImpl``."""
+        """The plugin's sweeper (same config), sweeping with ``sweeps.optuna_study.StudySweeperImpl``."""
 
         def __init__(self, **kwargs: Any) -> None:
             from recursive_ae_gan.sweeps.optuna_study import StudySweeperImpl  # imports optuna: only when sweeping

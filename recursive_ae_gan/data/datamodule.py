@@ -61,8 +61,8 @@ class ImageDataModule(L.LightningDataModule):
         on_device: keep the in-memory data on the accelerator; ``None`` means yes on a GPU.
         hflip: mirror each training image left-right with probability 0.5, drawn anew each epoch from
             ``(seed, epoch)`` (a resumed epoch mirrors the same images); validation and test images never.
-        max_image_pixels: image files (and a torchvision dataset's, where it decodes files with PIL) of more pixels
-            are skipped, named in the warning; ``None``: PIL's threshold (178956970, what it refuses as a possible
+        max_image_pixels: image files (``data=folder``; a torchvision class decodes its own files and ignores it)
+            of more pixels are skipped, named in the warning; ``None``: PIL's threshold (178956970, what it refuses as a possible
             decompression bomb). Raise it for very large images.
     """
 

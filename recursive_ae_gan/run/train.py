@@ -157,7 +157,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra's task: train; returns ``optimized_metric`` (null: ``score``) to sweepers, None for a failed job.
 
     None, not NaN: the Optuna sweeper records a value that is not a number as a failed trial and goes on,
-    but crashes on NaN (``recursive_ae_gan/sweeps.py``, ``docs/scaling.md``).
+    but crashes on NaN (``sweeps.summary.objective``, ``docs/scaling.md``).
     """
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         # Here too: an error that left the task would make Hydra add a line of its own.
