@@ -62,8 +62,8 @@ class ImageDataModule(L.LightningDataModule):
         hflip: mirror each training image left-right with probability 0.5, drawn anew each epoch from
             ``(seed, epoch)`` (a resumed epoch mirrors the same images); validation and test images never.
         max_image_pixels: image files (``data=folder``; a torchvision class decodes its own files and ignores it)
-            of more pixels are skipped, named in the warning; ``None``: PIL's threshold (178956970, what it refuses as a possible
-            decompression bomb). Raise it for very large images.
+            of more pixels are skipped, named in the warning; ``None``: PIL's threshold (178956970, what it refuses
+            as a possible decompression bomb). Raise it for very large images.
     """
 
     def __init__(

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import VisionDataset
+from torchvision.datasets import CIFAR10, CIFAR100, STL10, VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from recursive_ae_gan.core.errors import UserError, first_line
@@ -196,41 +194,63 @@ def dataset_class(path: str) -> type[VisionDataset]:
     return cls
 
 
-@contextmanager
-def unverified() -> Iterator[None]:
-    """torchvision's integrity checks test that files exist, not their md5 sums (``data.verify=false``)."""
-    with mock.patch("torchvision.datasets.utils.check_md5", return_value=True):
-        yield
+def without_md5(files: list[list[str]]) -> list[list[str | None]]:
+    """A torchvision class's ``[filename, md5]`` list with no md5 sums: its check then tests that each file exists."""
+    return [[filename, None] for filename, _ in files]
+
+
+# data.verify=false: torchvision has no switch for its md5 checks, but its classes take the sums from class
+# attributes, which a subclass overrides; their own checks then test that the files exist (and still fetch a
+# missing one, whose archive download checks its md5).
+class UnverifiedCIFAR10(CIFAR10):
+    """CIFAR10 from a partial or re-packed copy of its files."""
+
+    train_list, test_list = without_md5(CIFAR10.train_list), without_md5(CIFAR10.test_list)
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class UnverifiedCIFAR100(CIFAR100):
+    train_list, test_list = without_md5(CIFAR100.train_list), without_md5(CIFAR100.test_list)
+    meta = {**CIFAR100.meta, "md5": None}
+
+
+class UnverifiedSTL10(STL10):
+    train_list, test_list = without_md5(STL10.train_list), without_md5(STL10.test_list)
+
+
+UNVERIFIED = {CIFAR10: UnverifiedCIFAR10, CIFAR100: UnverifiedCIFAR100, STL10: UnverifiedSTL10}
+
+
+def unverified(cls: type[VisionDataset]) -> type[VisionDataset]:
+    """``cls`` reading its files without checking their md5 sums (``data.verify=false``): the classes that check
+    none (MNIST's family: only that the files exist) as they are."""
+    if cls in UNVERIFIED:
+        return UNVERIFIED[cls]
+    if hasattr(cls, "_check_integrity"):
+        raise UserError(
+            f"data.verify=false is for the torchvision classes whose md5 check it can skip (CIFAR10, CIFAR100, "
+            f"STL10); {cls.__name__} checks its files its own way: set data.verify=true"
+        )
+    return cls
 
 
 def _not_found(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "not found" in str(err).lower()
 
 
-def _file_being_read(err: BaseException, root: Path) -> str | None:
-    """The file under ``root`` that a failing reader was reading: a path among its frames' locals."""
-    found = None
-    for frame, _ in traceback.walk_tb(err.__traceback__):
-        for value in frame.f_locals.values():
-            if isinstance(value, str | Path) and Path(value).is_file() and root in Path(value).resolve().parents:
-                found = str(value)
-    return found
-
-
-def _construct(cls: type[VisionDataset], root: Path, split: dict, verify: bool, download: bool) -> VisionDataset:
-    with nullcontext() if verify else unverified():
-        return cls(str(root), download=download, **split) if download else cls(str(root), **split)
+def _construct(cls: type[VisionDataset], root: Path, split: dict, download: bool) -> VisionDataset:
+    return cls(str(root), download=download, **split) if download else cls(str(root), **split)
 
 
 def open_dataset(path: str, root: Path, split: dict, verify: bool, download: bool) -> VisionDataset:
     """Construct a torchvision dataset; every failure becomes one line that says what to change."""
     cls = dataset_class(path)
-    name = cls.__name__
+    name, read = cls.__name__, cls if verify else unverified(cls)
     try:
-        return _construct(cls, root, split, verify, download=False)
+        return _construct(read, root, split, download=False)
     except Exception as err:  # torchvision readers raise many kinds; each is classified below
         if not _not_found(err):
-            where = _file_being_read(err, root) or root
+            where = getattr(err, "filename", None) or root  # an OSError names the file its reader opened
             raise UserError(
                 f"cannot read {name} from {where}: {first_line(err)} (a truncated or corrupt file?); delete the "
                 f"damaged files and set data.download=true, or point data.root to a good copy"
@@ -246,7 +266,7 @@ def open_dataset(path: str, root: Path, split: dict, verify: bool, download: boo
                 f"holding it, or data.download=true to fetch it"
             ) from None
     try:
-        return _construct(cls, root, split, verify, download=True)
+        return _construct(read, root, split, download=True)
     except Exception as err:  # network errors are OSErrors, torchvision's own are RuntimeErrors
         raise UserError(
             f"downloading {name} into {root} failed ({first_line(err)}); without network, set data.root=DIR to a "
@@ -255,8 +275,9 @@ def open_dataset(path: str, root: Path, split: dict, verify: bool, download: boo
 
 
 def _loads(cls: type[VisionDataset], root: Path, split: dict) -> bool:
+    """Whether ``cls`` reads the files in ``root`` without checking their md5 sums."""
     try:
-        _construct(cls, root, split, verify=False, download=False)
+        _construct(unverified(cls), root, split, download=False)
     except Exception:  # any failure: the files are not merely unverified
         return False
     return True

@@ -9,6 +9,7 @@ libjpeg decoder plus numpy (JPEGs, lossy): never PIL, which the package decodes 
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import zlib
 from collections.abc import Callable
@@ -17,15 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from helpers import DATASET_CLASSES, N_TEST, N_TRAIN, SHAPES, _images, raw_pool
 from hydra.utils import instantiate
 from PIL import Image
+from torchvision.datasets import CIFAR10, MNIST, SVHN
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from recursive_ae_gan.analysis.reconstruct import read_images
 from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.data.datamodule import SPLITS
-from recursive_ae_gan.data.sources import FileItems, TooManyPixels, TorchvisionItems, open_dataset, read_all
+from recursive_ae_gan.data.sources import (
+    FileItems,
+    TooManyPixels,
+    TorchvisionItems,
+    UnverifiedCIFAR10,
+    open_dataset,
+    read_all,
+    unverified,
+)
 
 SIZE = 24  # every file is SIZE x SIZE, so that convert() keeps its pixels (a multiple of JPEG's 8x8 blocks)
 TOLERANCE = 2  # mean absolute error, in 1/255
@@ -237,3 +248,25 @@ def test_loaders_read_the_files_as_written(data_root: Path, dataset: str) -> Non
         assert images.dtype == torch.uint8 and images.shape == (n, *SHAPES[dataset]) and readable == list(range(n))
         assert torch.equal(images, raw_pool(data_root, dataset, train))
         assert torch.equal(torch.stack([items[i] for i in range(n)]), images)
+
+
+def test_verify_false_reads_cifar10_through_a_subclass_without_md5_sums(data_root: Path) -> None:
+    """data.verify=false: torchvision's own checks run (the files must exist) with no md5 sums to compare, and no
+    global of torchvision's is touched; the subclass pickles by name, as spawned DataLoader workers and DDP need."""
+    with pytest.raises(UserError, match=r"md5.*data\.verify=false"):
+        open_dataset(DATASET_CLASSES["cifar10"], data_root, {"train": True}, verify=True, download=False)
+    check_md5 = torchvision.datasets.utils.check_md5
+    dataset = open_dataset(DATASET_CLASSES["cifar10"], data_root, {"train": True}, verify=False, download=False)
+    assert type(dataset) is UnverifiedCIFAR10 and len(dataset) == N_TRAIN  # the training batches
+    assert torchvision.datasets.utils.check_md5 is check_md5
+    assert pickle.loads(pickle.dumps(dataset)).data.tobytes() == dataset.data.tobytes()
+    empty = data_root.parent / "empty"
+    empty.mkdir(exist_ok=True)
+    with pytest.raises(UserError, match=r"CIFAR10 not found in .*data\.download=true"):  # a missing file is missing
+        open_dataset(DATASET_CLASSES["cifar10"], empty, {"train": True}, verify=False, download=False)
+
+
+def test_verify_false_leaves_classes_without_md5_sums_as_they_are_and_refuses_others() -> None:
+    assert unverified(MNIST) is MNIST and unverified(CIFAR10) is UnverifiedCIFAR10
+    with pytest.raises(UserError, match=r"SVHN checks its files its own way: set data.verify=true"):
+        unverified(SVHN)
