@@ -21,6 +21,7 @@ from recursive_ae_gan.analysis.runs import (
     step_curve,
 )
 from recursive_ae_gan.analysis.stats import summarize
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.run.atomic import atomic_open
 
 
@@ -118,8 +119,8 @@ def plot_perception_distortion(groups: Sequence[Group], path: Path) -> bool:
         for step in judged_steps(group):
             for run in group.ok:
                 acc, loss = (
-                    run_result(run, f"test/step_{step}/judge_acc"),
-                    run_result(run, f"test/step_{step}/{metric}"),
+                    run_result(run, step_key("test", step, "judge_acc")),
+                    run_result(run, step_key("test", step, metric)),
                 )
                 if acc is not None and loss is not None:
                     points.setdefault(step, []).append((loss, acc))

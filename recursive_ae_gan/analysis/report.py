@@ -43,6 +43,7 @@ from recursive_ae_gan.analysis.runs import (
 )
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.errors import UserError
 from recursive_ae_gan.models.metrics import REPORTED_METRICS
 from recursive_ae_gan.run.atomic import atomic_open, atomic_write
@@ -116,8 +117,8 @@ def table_row(run: Run, root: Path, group: str) -> dict:
         "score_name": m.get("score_name"),
         "score": m.get("score"),
         "reported": REPORTED.get((dataset, model, score_metric(run))),
-        **{f"step0_{k}": m.get(f"test/step_0/{k}") for k in REPORTED_METRICS},
-        **{f"last_{k}": m.get(f"test/step_{depth}/{k}") for k in REPORTED_METRICS},
+        **{f"step0_{k}": m.get(step_key("test", 0, k)) for k in REPORTED_METRICS},
+        **{f"last_{k}": m.get(step_key("test", depth, k)) if depth is not None else None for k in REPORTED_METRICS},
         "seed": run_seeds(run)[0],
         "group": group,
     }

@@ -22,6 +22,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
 
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.errors import CollapsedRunError, RunFailed, WriteFailed, user_error
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.models.realism import realism
@@ -136,8 +137,8 @@ def finish(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamo
             model, images["train"], images["test"], model.eval_depth, instantiate(cfg.realism), accelerator
         )
     metrics = dict(sorted((validated | tested).items()))
-    score_name = f"test/step_0/{model.loss_name}"
-    variation = metrics["test/step_0/variation"]
+    score_name = step_key("test", 0, model.loss_name)
+    variation = metrics[step_key("test", 0, "variation")]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
     result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name]}
     result |= {"tags": list(cfg.tags)} | metrics

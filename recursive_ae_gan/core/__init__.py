@@ -1,0 +1,1 @@
+"""What every command shares: errors, the console, crash-safe writes, records read back, metric keys."""
