@@ -22,7 +22,7 @@ from torchvision.utils import save_image
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
 from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.errors import UserError
-from recursive_ae_gan.models.metrics import REPORTED_METRICS
+from recursive_ae_gan.models.metrics import reported_metrics
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run import console
 from recursive_ae_gan.run.atomic import atomic_open, atomic_write
@@ -117,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict:
 def step_table(result: dict) -> str:
     """One markdown row per recursion step; ``*`` marks the steps the model was trained on. The judge's accuracy
     shows its 95% interval."""
-    names = [m for m in (*REPORTED_METRICS, *GAME_METRICS, *JUDGE_METRICS) if step_key("test", 0, m) in result]
+    names = [m for m in (*reported_metrics(), *GAME_METRICS, *JUDGE_METRICS) if step_key("test", 0, m) in result]
     rows = []
     for step in range(result["max_depth"] + 1):
         values = {name: format_value(result.get(step_key("test", step, name))) for name in names}
