@@ -32,6 +32,7 @@ from recursive_ae_gan.analysis.runs import (
 )
 from recursive_ae_gan.analysis.stats import Difference, paired_difference, welch_difference
 from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models import VARIANTS
 
 COMPARISON_COLUMNS = (
@@ -185,7 +186,7 @@ def compare(groups: Sequence[Group], baseline: Baseline) -> tuple[list[Compariso
     pairs, notes = matched(groups, baseline)
     for dataset, variant, base in pairs:
         metric = next((m for run in base.ok if (m := score_metric(run))), None)  # the baseline's score
-        found = difference(variant, base, f"test/step_0/{metric}") if metric else None
+        found = difference(variant, base, step_key("test", 0, metric)) if metric else None
         if found is None:
             lacking = group_name(variant) if base.ok else group_name(base)
             notes.append(f"{group_name(variant)} vs {group_name(base)} on {dataset.upper()}: not compared, {lacking} "
@@ -201,7 +202,7 @@ def compare_realism(groups: Sequence[Group], baseline: Baseline) -> list[Compari
     comparisons = []
     for dataset, variant, base in matched(groups, baseline)[0]:
         for step in sorted(set(judged_steps(variant)) & set(judged_steps(base))):
-            if found := difference(variant, base, f"test/step_{step}/judge_acc"):
+            if found := difference(variant, base, step_key("test", step, "judge_acc")):
                 name = f"judge accuracy at step {step}"
                 comparisons.append(Comparison(dataset, group_name(variant), group_name(base), name, *found))
     return comparisons

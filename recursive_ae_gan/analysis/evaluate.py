@@ -24,8 +24,9 @@ from recursive_ae_gan.compat import upgrade_old_run_config
 from recursive_ae_gan.core import console
 from recursive_ae_gan.core.atomic import atomic_open, atomic_write
 from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.core.records import RUN_CONFIG_KEYS, read_config
-from recursive_ae_gan.models.metrics import REPORTED_METRICS
+from recursive_ae_gan.models.metrics import reported_metrics
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run.callbacks import reconstruction_grid
 from recursive_ae_gan.run.checkpoints import check_exists
@@ -102,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "run_dir": str(run_dir_of(ckpt)),
         "recursion_depth": depth,
         "max_depth": max_depth,
-        "score_name": f"test/step_0/{model.loss_name}",
+        "score_name": step_key("test", 0, model.loss_name),
         "test/bce_floor": bce_floor(datamodule.images("test")),
         **{k: float(v) for k, v in sorted(tested.items()) if k.startswith("test/")},
     }
@@ -117,12 +118,12 @@ def evaluate(cfg: DictConfig) -> dict:
 def step_table(result: dict) -> str:
     """One markdown row per recursion step; ``*`` marks the steps the model was trained on. The judge's accuracy
     shows its 95% interval."""
-    names = [m for m in (*REPORTED_METRICS, *GAME_METRICS, *JUDGE_METRICS) if f"test/step_0/{m}" in result]
+    names = [m for m in (*reported_metrics(), *GAME_METRICS, *JUDGE_METRICS) if step_key("test", 0, m) in result]
     rows = []
     for step in range(result["max_depth"] + 1):
-        values = {name: format_value(result.get(f"test/step_{step}/{name}")) for name in names}
-        if "judge_acc" in values and (low := result.get(f"test/step_{step}/judge_acc_low")) is not None:
-            values["judge_acc"] += f" [{low:.3f}, {result[f'test/step_{step}/judge_acc_high']:.3f}]"
+        values = {name: format_value(result.get(step_key("test", step, name))) for name in names}
+        if "judge_acc" in values and (low := result.get(step_key("test", step, "judge_acc_low"))) is not None:
+            values["judge_acc"] += f" [{low:.3f}, {result[step_key('test', step, 'judge_acc_high')]:.3f}]"
         rows.append([f"{step}{'*' if step <= result['recursion_depth'] else ''}", *values.values()])
     return markdown_table(["step", *names], rows)
 
@@ -137,7 +138,7 @@ def hydra_main(cfg: DictConfig) -> None:
     if "test/d_real_acc" in result:
         print(f"discriminator accuracy on real test images: {result['test/d_real_acc']:.4f}; d_auc, d_balanced_acc: "
               "its skill at telling each step from real images, apart from its bias")  # fmt: skip
-    if "test/step_0/judge_acc" in result:
+    if step_key("test", 0, "judge_acc") in result:
         print("judge_acc: a fresh judge's accuracy at telling each step's reconstructions from real test images "
               "[95% interval]; 0.5 is chance, p its one-sided binomial p-value")  # fmt: skip
     print(f"wrote {Path(result['ckpt_path']).parent / 'eval.json'} and eval.png")

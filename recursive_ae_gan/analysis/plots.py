@@ -22,6 +22,7 @@ from recursive_ae_gan.analysis.runs import (
 )
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.core.atomic import atomic_open
+from recursive_ae_gan.core.keys import step_key
 
 
 def _mean_and_interval(points: dict[float, list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -118,8 +119,8 @@ def plot_perception_distortion(groups: Sequence[Group], path: Path) -> bool:
         for step in judged_steps(group):
             for run in group.ok:
                 acc, loss = (
-                    run_result(run, f"test/step_{step}/judge_acc"),
-                    run_result(run, f"test/step_{step}/{metric}"),
+                    run_result(run, step_key("test", step, "judge_acc")),
+                    run_result(run, step_key("test", step, metric)),
                 )
                 if acc is not None and loss is not None:
                     points.setdefault(step, []).append((loss, acc))

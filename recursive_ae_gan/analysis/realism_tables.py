@@ -10,6 +10,7 @@ from recursive_ae_gan.analysis.comparisons import Comparison
 from recursive_ae_gan.analysis.runs import Group, dataset_name, judged_steps, run_result, score_metric
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.analysis.tables import markdown_table
+from recursive_ae_gan.core.keys import step_key
 
 REALISM_COLUMNS = (
     "group", "dataset", "step", "n", "judge_acc", "judge_acc_std", "judge_acc_low", "judge_acc_high",
@@ -25,10 +26,10 @@ def realism_rows(groups: Sequence[Group]) -> list[dict]:
     for group in groups:
         metric = next((m for run in group.ok if (m := score_metric(run))), None)
         for step in judged_steps(group):
-            runs = [run for run in group.ok if run_result(run, f"test/step_{step}/judge_acc") is not None]
-            acc = summarize([run_result(run, f"test/step_{step}/judge_acc") for run in runs])
-            auc = summarize([run_result(run, f"test/step_{step}/judge_auc") for run in runs])
-            distortions = [d for run in runs if (d := run_result(run, f"test/step_{step}/{metric}")) is not None]
+            runs = [run for run in group.ok if run_result(run, step_key("test", step, "judge_acc")) is not None]
+            acc = summarize([run_result(run, step_key("test", step, "judge_acc")) for run in runs])
+            auc = summarize([run_result(run, step_key("test", step, "judge_auc")) for run in runs])
+            distortions = [d for run in runs if (d := run_result(run, step_key("test", step, metric))) is not None]
             spread = acc.n > 1
             rows.append({
                 "group": group.label, "dataset": dataset_name(group.runs[0]), "step": step, "n": acc.n,

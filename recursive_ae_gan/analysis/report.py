@@ -45,7 +45,8 @@ from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
 from recursive_ae_gan.core.atomic import atomic_open, atomic_write
 from recursive_ae_gan.core.errors import UserError
-from recursive_ae_gan.models.metrics import REPORTED_METRICS
+from recursive_ae_gan.core.keys import step_key
+from recursive_ae_gan.models.metrics import reported_metrics
 from recursive_ae_gan.run.identity import IGNORED_KEYS, SEED_KEYS
 
 # The course report's test losses (Table 1, CIFAR10 BCE; section 5.1, MNIST MSE): (dataset, model, metric).
@@ -57,16 +58,30 @@ REPORTED = {
 }
 
 SETTINGS = ("experiment", "dataset", "model", "depth", "train", "val", "test", "epochs", "status", "tags")
-METRICS = ("score", *(f"step0_{m}" for m in REPORTED_METRICS), *(f"last_{m}" for m in REPORTED_METRICS))
-COLUMNS = ("run", *SETTINGS, "score_name", "score", "reported", *METRICS[1:], "seed", "group")  # report_runs.csv
-GROUP_COLUMNS = (
-    "group", "runs", *SETTINGS, "n", "seeds", "score_name",
-    *(f"{m}{s}" for m in METRICS for s in ("", "_std", "_low", "_high")), "reported",
-)  # fmt: skip
+SPREAD = ("", "_std", "_low", "_high")  # report.csv's columns of each metric: mean, standard deviation, interval
+
 GROUPING = (
     f"runs whose configs differ only in {', '.join(SEED_KEYS)} (the seeds) or in {', '.join(IGNORED_KEYS)} (not "
     "what is trained) are one group"
 )
+
+
+def metric_columns() -> tuple[str, ...]:
+    """The score, and the reported step metrics (``reported_metrics``, as they are now) of step 0 and the last step."""
+    reported = reported_metrics()
+    return "score", *(f"step0_{m}" for m in reported), *(f"last_{m}" for m in reported)
+
+
+def run_columns() -> tuple[str, ...]:
+    """report_runs.csv's and the Runs table's columns."""
+    return "run", *SETTINGS, "score_name", "score", "reported", *metric_columns()[1:], "seed", "group"
+
+
+def group_columns() -> tuple[str, ...]:
+    """report.csv's columns."""
+    metrics = (f"{m}{s}" for m in metric_columns() for s in SPREAD)
+    return "group", "runs", *SETTINGS, "n", "seeds", "score_name", *metrics, "reported"
+
 
 REFERENCE = """\
 ## The course report's figures
@@ -116,8 +131,8 @@ def table_row(run: Run, root: Path, group: str) -> dict:
         "score_name": m.get("score_name"),
         "score": m.get("score"),
         "reported": REPORTED.get((dataset, model, score_metric(run))),
-        **{f"step0_{k}": m.get(f"test/step_0/{k}") for k in REPORTED_METRICS},
-        **{f"last_{k}": m.get(f"test/step_{depth}/{k}") for k in REPORTED_METRICS},
+        **{f"step0_{k}": m.get(step_key("test", 0, k)) for k in reported_metrics()},
+        **{f"last_{k}": m.get(step_key("test", depth, k)) if depth is not None else None for k in reported_metrics()},
         "seed": run_seeds(run)[0],
         "group": group,
     }
@@ -138,7 +153,7 @@ def group_row(group: Group, rows: Sequence[dict]) -> dict:
         "seeds": " ".join(str(r["seed"]) for r in ok) or None,
         "score_name": next((r["score_name"] for r in ok), first["score_name"]),
     }
-    for metric in METRICS:
+    for metric in metric_columns():
         values = [r[metric] for r in ok if r[metric] is not None]
         s = summarize(values) if values else None
         spread = s is not None and s.n > 1
@@ -163,7 +178,7 @@ def _cell(row: dict, column: str) -> str:
     if column == "95% interval":  # the score's
         low, high = row["score_low"], row["score_high"]
         return "" if low is None else f"[{low:.4g}, {high:.4g}]"
-    return format_mean(row, column) if column in METRICS else format_value(row[column])
+    return format_mean(row, column) if column in metric_columns() else format_value(row[column])
 
 
 def group_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -210,8 +225,8 @@ def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae
     results = Results(
         rows, list(run_rows.values()), comparisons, notes, realism, compare_realism(groups, base), left_out
     )
-    _write_csv(root / "report.csv", GROUP_COLUMNS, rows)
-    _write_csv(root / "report_runs.csv", COLUMNS, results.runs)
+    _write_csv(root / "report.csv", group_columns(), rows)
+    _write_csv(root / "report_runs.csv", run_columns(), results.runs)
     all_comparisons = [*comparisons, *results.realism_comparisons]
     _write_csv(root / "report_comparisons.csv", COMPARISON_COLUMNS, [c.row() for c in all_comparisons])
     realism_part = []
@@ -236,7 +251,7 @@ def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae
 
 def groups_section(results: Results) -> str:
     shown = ("group", "dataset", "model", "depth", "epochs", "status", "score_name", "score", "95% interval",
-             "reported", *METRICS[1:])  # fmt: skip
+             "reported", *metric_columns()[1:])  # fmt: skip
     return f"""Grouping: {GROUPING}.
 
 Each metric is the mean over the group's ok runs ± the half-width of its 95% Student's t interval
@@ -261,7 +276,8 @@ none. An interval above 0 is worse, below 0 better; one that holds 0 is no clear
 
 
 def runs_section(results: Results) -> str:
-    return "## Runs\n\n" + markdown_table(COLUMNS, [[row[c] for c in COLUMNS] for row in results.runs])
+    columns = run_columns()
+    return "## Runs\n\n" + markdown_table(columns, [[row[c] for c in columns] for row in results.runs])
 
 
 def left_out_section(results: Results) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from recursive_ae_gan.core.keys import parse_step_key, step_key, steps_with
 from recursive_ae_gan.core.records import RUN_CONFIG_KEYS, Damaged, read_config, read_json
 from recursive_ae_gan.run.identity import SEED_KEYS, current_settings, ignored, leaves
 
@@ -117,8 +118,7 @@ def dataset_name(run: Run) -> str | None:
 
 def last_step(metrics: dict, metric: str) -> int | None:
     """The deepest step with ``test/step_i/<metric>`` in ``metrics``."""
-    steps = [int(m[1]) for key in metrics if (m := re.fullmatch(rf"test/step_(\d+)/{metric}", key))]
-    return max(steps, default=None)
+    return max(steps_with(metrics, "test", metric), default=None)
 
 
 def run_result(run: Run, key: str) -> float | None:
@@ -132,13 +132,13 @@ def judged_steps(group_or_run: Group | Run) -> list[int]:
     """The steps whose realism a fresh judge tested, in any ok run of a group (or in a run)."""
     runs = group_or_run.ok if isinstance(group_or_run, Group) else [group_or_run]
     keys = {key for run in runs for key in (*run.metrics, *run.evaluation)}
-    return sorted(int(m[1]) for key in keys if (m := re.fullmatch(r"test/step_(\d+)/judge_acc", key)))
+    return steps_with(keys, "test", "judge_acc")
 
 
 def score_metric(run: Run) -> str | None:
     """The run's headline metric (``mse`` or ``bce``), from ``score_name`` = ``test/step_0/<metric>``."""
     name = run.metrics.get("score_name") or run.evaluation.get("score_name")
-    return name.rsplit("/", 1)[-1] if name else None
+    return key.name if name and (key := parse_step_key(name)) else None
 
 
 def run_tags(run: Run) -> list[str]:
@@ -215,4 +215,4 @@ def step_curve(run: Run) -> tuple[str, list[int], list[float]] | None:
     else:
         return None
     steps = list(range(depth + 1))
-    return metric, steps, [source[f"test/step_{i}/{metric}"] for i in steps]
+    return metric, steps, [source[step_key("test", i, metric)] for i in steps]

@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models.augment import random_translate
 from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, adam, build, make_scheduler
 from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceName, BalanceSettings
@@ -89,7 +90,8 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         self.game_stat_names = game_stat_names(depth, with_r1=r1_gamma > 0)
         self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
         self.game_batches = 0
-        self.game_metrics = nn.ModuleDict({split: discriminator_metrics(self.eval_depth) for split in ("val", "test")})
+        splits = ("val", "test")
+        self.game_metrics = nn.ModuleDict({split: discriminator_metrics(split, self.eval_depth) for split in splits})
 
     @property
     def adv_weight_bounds(self) -> tuple[float, float]:
@@ -183,19 +185,19 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         d_logits = self.discriminator(torch.cat([x, images.flatten(0, 1)]))
         real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
         metrics = self.game_metrics[split]
-        metrics["d_real_acc"].update(real_accuracy(real_logits), batch)
+        metrics[f"{split}/d_real_acc"].update(real_accuracy(real_logits), batch)
         rates, d_fake_mean = fool_rates(fake_logits), torch.sigmoid(fake_logits.float()).mean(1)
         real = torch.cat(
             [torch.ones_like(real_logits, dtype=torch.long), torch.zeros_like(real_logits, dtype=torch.long)]
         )
         for i in range(steps):
-            metrics[f"step_{i}/fool_rate"].update(rates[i], batch)
-            metrics[f"step_{i}/d_fake_mean"].update(d_fake_mean[i], batch)
+            metrics[step_key(split, i, "fool_rate")].update(rates[i], batch)
+            metrics[step_key(split, i, "d_fake_mean")].update(d_fake_mean[i], batch)
             step_logits = torch.cat([real_logits, fake_logits[i]]).float()
-            metrics[f"step_{i}/d_auc"].update(step_logits, real)
-            metrics[f"step_{i}/d_balanced_acc"].update((step_logits > 0).long(), real)
-        for name, metric in metrics.items():
-            self.log(f"{split}/{name}", metric, batch_size=batch)
+            metrics[step_key(split, i, "d_auc")].update(step_logits, real)
+            metrics[step_key(split, i, "d_balanced_acc")].update((step_logits > 0).long(), real)
+        for key, metric in metrics.items():
+            self.log(key, metric, batch_size=batch)
         return images
 
     def lr_settings(self) -> str:
@@ -220,22 +222,22 @@ def game_stat_names(depth: int, with_r1: bool = False) -> list[str]:
     steps = range(depth + 1)
     return [
         "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
-        *(f"train/step_{i}/fool_rate" for i in steps),
-        *(f"train/step_{i}/d_fake_mean" for i in steps),
-        *(f"train/step_{i}/adv_weight" for i in steps),
+        *(step_key("train", i, "fool_rate") for i in steps),
+        *(step_key("train", i, "d_fake_mean") for i in steps),
+        *(step_key("train", i, "adv_weight") for i in steps),
         *(["train/r1"] if with_r1 else []),
     ]  # fmt: skip
 
 
-def discriminator_metrics(depth: int) -> nn.ModuleDict:
-    """D's verdicts on one split: its accuracy on real images, and per step 0..depth its mean output, fool rate,
-    and its threshold-free view: the ROC AUC and balanced accuracy of real images against that step's
-    reconstructions (its skill, apart from the bias a fool rate also measures)."""
+def discriminator_metrics(split: str, depth: int) -> nn.ModuleDict:
+    """D's verdicts on one split, keyed as logged: its accuracy on real images, and per step 0..depth its mean
+    output, fool rate, and its threshold-free view: the ROC AUC and balanced accuracy of real images against that
+    step's reconstructions (its skill, apart from the bias a fool rate also measures)."""
     per_step = {}
     for i in range(depth + 1):
-        per_step |= {f"step_{i}/d_fake_mean": MeanMetric(), f"step_{i}/fool_rate": MeanMetric()}
+        per_step |= {step_key(split, i, "d_fake_mean"): MeanMetric(), step_key(split, i, "fool_rate"): MeanMetric()}
         per_step |= {
-            f"step_{i}/d_auc": BinaryAUROC(),
-            f"step_{i}/d_balanced_acc": MulticlassAccuracy(2, average="macro"),
+            step_key(split, i, "d_auc"): BinaryAUROC(),
+            step_key(split, i, "d_balanced_acc"): MulticlassAccuracy(2, average="macro"),
         }
-    return nn.ModuleDict({"d_real_acc": MeanMetric()} | per_step)
+    return nn.ModuleDict({f"{split}/d_real_acc": MeanMetric()} | per_step)

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from recursive_ae_gan.core.errors import DivergedError, UserError
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models.divergence import DivergenceGuard
 from recursive_ae_gan.models.losses import cycle_depths, reconstruction_losses
 from recursive_ae_gan.models.metrics import step_metrics, update_step_metrics
@@ -198,7 +199,7 @@ class RecursiveAutoencoder(L.LightningModule):
         self.epoch_losses["train_loss"].update(loss.detach())
         self.log("train/loss_epoch", self.epoch_losses["train_loss"], on_step=False, on_epoch=True)
         if self.depth > 0:
-            self.log_dict({f"train/step_{i}/rec_loss": v for i, v in enumerate(per_step)})
+            self.log_dict({step_key("train", i, "rec_loss"): v for i, v in enumerate(per_step)})
 
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(x, "val")
@@ -217,7 +218,7 @@ class RecursiveAutoencoder(L.LightningModule):
         for step, metrics in enumerate(self.metrics[split]):
             update_step_metrics(metrics, logits[step], images[step], x)
             for name, metric in metrics.items():
-                self.log(f"{split}/step_{step}/{name}", metric, batch_size=len(x))
+                self.log(step_key(split, step, name), metric, batch_size=len(x))
         return images
 
     def predict_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:

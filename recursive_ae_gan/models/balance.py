@@ -9,7 +9,7 @@ here and its entry in ``BALANCE_POLICIES`` (docs/architecture.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated
 
 import torch
 
@@ -67,7 +67,7 @@ BALANCE_POLICIES: dict[str, type[Alternate]] = {
     "report": FreezeWhileAhead,
     "target": TargetFoolRate,
 }
-BalanceName = Literal[tuple(BALANCE_POLICIES)]  # the config check's choices: model.balance
+BalanceName = Annotated[str, BALANCE_POLICIES]  # model.balance: a key of BALANCE_POLICIES when the config is checked
 
 
 def report_freezes_discriminator(accuracies: torch.Tensor) -> bool:

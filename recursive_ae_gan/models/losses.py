@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +89,7 @@ GAME_LOSSES = {
     "non_saturating": GameLoss(discriminator_loss, non_saturating_generator_losses),
     "hinge": GameLoss(hinge_discriminator_loss, hinge_generator_losses),
 }
-GameLossName = Literal[tuple(GAME_LOSSES)]
+GameLossName = Annotated[str, GAME_LOSSES]  # model.adv_loss: a key of GAME_LOSSES when the config is checked
 
 
 def generator_losses(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models.autoencoder import NetSpec, adam, build
 
 CONFIDENCE = 0.95
@@ -55,7 +56,7 @@ class Verdict:
     def metrics(self, step: int) -> dict[str, float]:
         """``test/step_i/judge_*``, as metrics.json and eval.json key them."""
         values = {"acc": self.accuracy, "acc_low": self.low, "acc_high": self.high, "auc": self.auc, "p": self.p_value}
-        return {f"test/step_{step}/judge_{name}": value for name, value in values.items()}
+        return {step_key("test", step, f"judge_{name}"): value for name, value in values.items()}
 
 
 def verdict(logits: torch.Tensor, fake: torch.Tensor) -> Verdict:

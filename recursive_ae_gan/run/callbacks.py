@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models import AdversarialAutoencoder, RecursiveAutoencoder
 from recursive_ae_gan.run.loggers import log_image
 
@@ -58,20 +59,24 @@ def step_layout(model: RecursiveAutoencoder) -> dict[str, dict[str, list]]:
     """
     train_steps, val_steps = range(model.depth + 1), range(model.eval_depth + 1)
     game = isinstance(model, AdversarialAutoencoder)
+
+    def per_step(split: str, name: str) -> list[str]:
+        return [step_key(split, i, name) for i in (train_steps if split == "train" else val_steps)]
+
     train: dict[str, list[str]] = {}
     val: dict[str, list[str]] = {}
     if game:
-        train["fool rate (share of reconstructions D calls real)"] = [f"train/step_{i}/fool_rate" for i in train_steps]
-        train["adversarial weight"] = [f"train/step_{i}/adv_weight" for i in train_steps]
-        train["D's mean output on reconstructions"] = [f"train/step_{i}/d_fake_mean" for i in train_steps]
-        val["fool rate (share of reconstructions D calls real)"] = [f"val/step_{i}/fool_rate" for i in val_steps]
-        val["D's mean output on reconstructions"] = [f"val/step_{i}/d_fake_mean" for i in val_steps]
+        train["fool rate (share of reconstructions D calls real)"] = per_step("train", "fool_rate")
+        train["adversarial weight"] = per_step("train", "adv_weight")
+        train["D's mean output on reconstructions"] = per_step("train", "d_fake_mean")
+        val["fool rate (share of reconstructions D calls real)"] = per_step("val", "fool_rate")
+        val["D's mean output on reconstructions"] = per_step("val", "d_fake_mean")
     if model.depth > 0:
-        train["reconstruction loss"] = [f"train/step_{i}/rec_loss" for i in train_steps]
+        train["reconstruction loss"] = per_step("train", "rec_loss")
     elif game:
         train["reconstruction loss"] = ["train/rec_loss"]
     if game or model.eval_depth > 0:
-        val[f"reconstruction loss ({model.loss_name})"] = [f"val/step_{i}/{model.loss_name}" for i in val_steps]
+        val[f"reconstruction loss ({model.loss_name})"] = per_step("val", model.loss_name)
     categories = {"per step: train": train, "per step: val": val}
     return {name: {title: ["Multiline", tags] for title, tags in charts.items()} for name, charts in categories.items()
             if charts}  # fmt: skip

@@ -2,11 +2,11 @@
 
 The schema of every node with a ``_target_`` is its target's signature: each key must be one of
 the target's arguments, and each value must fit the argument's type hint (``int``, ``float``,
-``Sequence[float]``, ``Literal[...]``, unions, ...). So the schema cannot drift from the code, and
-a user's own network or callback config is checked the same way. ``RANGES`` adds the bounds that
-types cannot say (a learning rate > 0, betas in [0, 1), ...). The first problem ends the run as
-one line naming the full key, the value given and what is expected. A bad value in one job of a
-sweep fails that job only.
+``Sequence[float]``, ``Literal[...]``, unions, ``Annotated[str, REGISTRY]``: a key of the registry as it is
+when checked, ...). So the schema cannot drift from the code, and a user's own network or callback config
+is checked the same way. ``RANGES`` adds the bounds that types cannot say (a learning rate > 0, betas in
+[0, 1), ...). The first problem ends the run as one line naming the full key, the value given and what is
+expected. A bad value in one job of a sweep fails that job only.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def arguments(target: Callable, own: bool) -> tuple[dict[str, inspect.Parameter]
         named = {n: p for n, p in signature.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
         parameters |= {n: p for n, p in named.items() if n not in parameters}
         try:
-            hints = typing.get_type_hints(function) | hints
+            hints = typing.get_type_hints(function, include_extras=True) | hints  # Annotated kept
         except Exception:  # a third-party annotation that does not resolve: check names only
             pass
         open_ended = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
@@ -189,8 +189,8 @@ def _fits(value: Any, hint: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return True
-    if origin is typing.Annotated:
-        return _fits(value, args[0])
+    if origin is typing.Annotated:  # a key of the registry it names, as it is now; the base type first (hashable)
+        return _fits(value, args[0]) and all(value in choices for choices in _registries(hint))
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, arg) for arg in args)
     if origin is typing.Literal:
@@ -217,10 +217,17 @@ def _fits(value: Any, hint: Any) -> bool:
     return True
 
 
+def _registries(hint: Any) -> list[Mapping]:
+    """The registries an ``Annotated`` hint names (``Annotated[str, BALANCE_POLICIES]``: one of its keys), read at
+    check time, so that an entry added after import is a valid choice."""
+    return [meta for meta in hint.__metadata__ if isinstance(meta, Mapping)]
+
+
 def _expected(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Annotated:
-        return _expected(args[0])
+        names = [name for choices in _registries(hint) for name in choices]
+        return "one of " + ", ".join(names) if names else _expected(args[0])
     if origin in (typing.Union, types.UnionType):
         literals = [a for arg in args if typing.get_origin(arg) is typing.Literal for a in typing.get_args(arg)]
         others = [_expected(arg) for arg in args if typing.get_origin(arg) is not typing.Literal]

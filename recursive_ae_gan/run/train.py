@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from recursive_ae_gan.core import console
 from recursive_ae_gan.core.atomic import atomic_write
 from recursive_ae_gan.core.errors import CollapsedRunError, RunFailed, WriteFailed, user_error
+from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models import AdversarialAutoencoder
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run.checkpoints import check_fits, read_checkpoint
@@ -136,8 +137,8 @@ def finish(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamo
             model, images["train"], images["test"], model.eval_depth, instantiate(cfg.realism), accelerator
         )
     metrics = dict(sorted((validated | tested).items()))
-    score_name = f"test/step_0/{model.loss_name}"
-    variation = metrics["test/step_0/variation"]
+    score_name = step_key("test", 0, model.loss_name)
+    variation = metrics[step_key("test", 0, "variation")]
     collapsed = not variation >= cfg.collapse_threshold  # NaN counts as collapsed
     result = {"status": "collapsed" if collapsed else "ok", "score_name": score_name, "score": metrics[score_name]}
     result |= {"tags": list(cfg.tags)} | metrics
