@@ -99,14 +99,19 @@ def upgrade_old_run_config(run_cfg: DictConfig) -> DictConfig:
     that name (``networks.autoencoder_for`` / ``networks.discriminator_for``, which the model received
     built). Today ``data.dataset`` is a torchvision class with its training and test pools, and the model
     builds its networks from their configs and the data's image shape. The report's networks, and so the
-    checkpoints' state_dict keys, are the same.
+    checkpoints' state_dict keys, are the same. A model named by its path before a move is named by today's (the
+    same class, without the old name's warning).
     """
     data, model = run_cfg.data, run_cfg.model
     old_data, old_model = data.get("dataset") in OLD_DATASETS, model.net.get("_target_") == OLD_AUTOENCODER
-    if not (old_data or old_model):
+    target = model.get("_target_")
+    moved = isinstance(target, str) and current_target(target) != target
+    if not (old_data or old_model or moved):
         return run_cfg
     cfg = copy.deepcopy(run_cfg)
     with open_dict(cfg):
+        if moved:
+            cfg.model._target_ = current_target(target)
         if old_data:
             cfg.data.dataset = OLD_DATASETS[data.dataset]
             cfg.data.train_split, cfg.data.test_split = {"train": True}, {"train": False}

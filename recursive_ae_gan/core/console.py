@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
-from recursive_ae_gan.core.errors import WriteFailed, file_written, refused_write, user_error, write_failed
+from recursive_ae_gan.core.errors import WriteFailed, refused_write, user_error, write_failed
 
 # The configs, as an absolute path: the entry points then work however they are started (python -m, an
 # import of main(), Lightning's DDP re-launch), not only as __main__. They ship as the package
@@ -93,12 +93,13 @@ MOVE_THE_RUN = "set paths.log_dir (or hydra.run.dir) to a writable folder"
 
 
 def write_refused(err: BaseException) -> WriteFailed | None:
-    """The one-line error of a write the filesystem refused behind ``err``, naming the file: for the writes the
-    project does not make itself (Lightning's, TensorBoard's, Hydra's, a log's); its own raise ``WriteFailed``."""
+    """The one-line error of a write the filesystem refused behind ``err``, naming the file its ``OSError`` carries:
+    for the writes the project does not make itself (Lightning's, TensorBoard's, Hydra's, a log's; the loggers of
+    ``run.loggers`` name theirs); its own raise ``WriteFailed``."""
     if (refusal := refused_write(err)) is None:
         return None
     unnamed = f"a file under {HydraConfig.get().runtime.output_dir}" if HydraConfig.initialized() else "a file"
-    return write_failed(file_written(refusal) or unnamed, refusal)
+    return write_failed(os.fsdecode(refusal.filename) if refusal.filename is not None else unnamed, refusal)
 
 
 @contextmanager

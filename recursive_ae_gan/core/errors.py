@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import errno
-import io
 import os
-import traceback
 
 # What a filesystem answers when it refuses a write, in words: full, over quota, mounted read-only, not permitted.
 REFUSALS = {
@@ -69,19 +67,6 @@ def refused_write(err: BaseException | None) -> OSError | None:
         if isinstance(err, OSError) and err.errno in REFUSALS:
             return err
         pending += [err.__cause__, err.__context__]
-    return None
-
-
-def file_written(refusal: OSError) -> str | None:
-    """The file a refused write was for: the error's own file name, else the file object open in the deepest
-    frame that raised it (a write to an open file, TensorBoard's event file or a log, carries no name)."""
-    if refusal.filename is not None:
-        return os.fsdecode(refusal.filename)
-    for frame, _ in reversed(list(traceback.walk_tb(refusal.__traceback__))):
-        for value in frame.f_locals.values():
-            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
-            if isinstance(name, str | bytes):  # not a descriptor's number
-                return os.fsdecode(name)
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,6 +239,19 @@ def _not_found(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "not found" in str(err).lower()
 
 
+def _file_being_read(err: BaseException, root: Path) -> str | None:
+    """The file under ``root`` that a failing torchvision reader was reading: a path among its frames' locals.
+
+    torchvision's readers (MNIST's ``read_sn3_pascalvincent_tensor``, CIFAR10's unpickling) raise without the path
+    (an ``EOFError``, a shape mismatch); naming it from where they read would mean rewriting their readers."""
+    found = None
+    for frame, _ in traceback.walk_tb(err.__traceback__):
+        for value in frame.f_locals.values():
+            if isinstance(value, str | Path) and Path(value).is_file() and root in Path(value).resolve().parents:
+                found = str(value)
+    return found
+
+
 def _construct(cls: type[VisionDataset], root: Path, split: dict, download: bool) -> VisionDataset:
     return cls(str(root), download=download, **split) if download else cls(str(root), **split)
 
@@ -250,7 +264,7 @@ def open_dataset(path: str, root: Path, split: dict, verify: bool, download: boo
         return _construct(read, root, split, download=False)
     except Exception as err:  # torchvision readers raise many kinds; each is classified below
         if not _not_found(err):
-            where = getattr(err, "filename", None) or root  # an OSError names the file its reader opened
+            where = getattr(err, "filename", None) or _file_being_read(err, root) or root
             raise UserError(
                 f"cannot read {name} from {where}: {first_line(err)} (a truncated or corrupt file?); delete the "
                 f"damaged files and set data.download=true, or point data.root to a good copy"

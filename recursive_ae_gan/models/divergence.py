@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 from torch.distributed import ReduceOp
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import get_total_norm, parameters_to_vector, vector_to_parameters
 
 
 def distributed() -> bool:
@@ -68,7 +68,6 @@ class DivergenceGuard:
 
     def __init__(self, module: nn.Module, device: torch.device) -> None:
         self.flag = torch.zeros((), device=device)
-        self.one = torch.ones((), device=device)  # the gradients' "unscale" factor: they are checked, not scaled
         self.checks: list[Check] = []
         self.buffers = [b for b in module.buffers() if b.is_floating_point()]
         self.finite_buffers = parameters_to_vector(self.buffers) if self.buffers else None
@@ -83,11 +82,12 @@ class DivergenceGuard:
         """Raise the flag if a gradient is not finite, and make it ``optimizer``'s ``found_inf``: fused Adam
         skips its update on the device while it is up.
 
-        ``_amp_foreach_non_finite_check_and_unscale_`` is the one-kernel check a ``GradScaler`` runs.
+        The gradients' largest magnitude (``get_total_norm`` with the inf norm: torch's foreach kernels, no host
+        sync) is finite exactly when every gradient is.
         """
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        flag = self.flag.clone()  # a new tensor per check, so that each check's flag stays readable
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, self.one)
+        # A new tensor per check, so that each check's flag stays readable.
+        flag = torch.where(torch.isfinite(get_total_norm(grads, math.inf)), self.flag, 1.0)
         self.checks.append(replace(self.checks[-1], flag=flag, gradients=True))  # the loss checked last
         self.flag = optimizer.found_inf = flag
 

@@ -439,7 +439,7 @@ def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) ->
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(s.device)
     if s.compile:  # every row compiles afresh: a row never runs eager for hitting dynamo's recompilation limit
-        torch._dynamo.reset()
+        torch.compiler.reset()
     sync = torch.cuda.synchronize if cuda else lambda: None
     steps = max(1, s.window_images // batch_size)
     _, timed = run_both(

@@ -222,7 +222,7 @@ def train_section(root: Path, work: Path, size: Size, quick: bool, models: Seque
                 f"+callbacks.epoch_timer.path={out / 'epochs.json'}",
             ]
             if "model.compile=true" in switches:
-                torch._dynamo.reset()  # each run compiles afresh, within the recompilation limit
+                torch.compiler.reset()  # each run compiles afresh, within the recompilation limit
             start = time.perf_counter()
             try:
                 train(compose_train(overrides, out))
@@ -254,7 +254,7 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
         f"bench.datasets=[{','.join(datasets)}]",
         f"bench.out_dir={work / 'bench'}",
     ]
-    torch._dynamo.reset()
+    torch.compiler.reset()
     with initialize_config_dir(config_dir=console.CONF_DIR, version_base="1.3"):
         cfg = compose("bench", overrides)
         s = bench.plan(cfg.bench)

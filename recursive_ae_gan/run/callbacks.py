@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torchvision.utils import make_grid
 
 from recursive_ae_gan.core.errors import UserError
@@ -192,7 +193,8 @@ class EMA(EMAWeightAveraging):
             floats = [(a, torch.where(skipped, a, w)) for a, w in floats]
         averaged, current = [a for a, _ in floats], [w for _, w in floats]
         first = self._latest_update_step == 0  # nothing averaged yet (this run or the checkpoint it resumed): copy
-        torch._foreach_lerp_(averaged, current, 1.0 if first else 1.0 - self.decay)
+        if averaged:  # torch's EMA update: one foreach lerp over all the tensors (decay 0 copies)
+            get_ema_multi_avg_fn(0.0 if first else self.decay)(averaged, current, None)
         for a, w in pairs:
             if not a.is_floating_point():
                 a.copy_(w)

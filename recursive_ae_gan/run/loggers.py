@@ -7,6 +7,8 @@ hyperparameters and final score.
   list runs flat (MLflow, W&B). Names are filesystem-safe and at most ``MAX_NAME`` characters.
 - :func:`print_config_tree`, :func:`check_installed`, :func:`record_tags`, :func:`record_result` and
   :func:`log_image` speak to every logger in its own client's terms.
+- ``TensorBoardFiles`` and ``CSVFiles`` (``conf/logger/``) are Lightning's loggers whose writes, refused by the
+  filesystem, name their file: the ``OSError`` of a write to an open file carries no name.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from recursive_ae_gan.core.atomic import atomic_open
-from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.errors import UserError, refused_write
 from recursive_ae_gan.run.identity import ignored
 
 MAX_NAME = 120
@@ -161,3 +164,62 @@ def log_image(loggers: Sequence[Logger], key: str, image: torch.Tensor, epoch: i
             logger.experiment.log_image(logger.run_id, np.ascontiguousarray(pixels), key=key, step=epoch)
         else:
             logger.log_image(key, [pixels], step=global_step)
+
+
+@contextmanager
+def naming_refusals(written: Callable[[], str]) -> Iterator[None]:
+    """Give a refused write's ``OSError`` (``errors.REFUSALS``) the file ``written()`` when it names none, so that the
+    console's one line names it."""
+    try:
+        yield
+    except Exception as err:
+        refusal = refused_write(err)
+        if refusal is not None and refusal.filename is None:
+            refusal.filename = written()
+        raise
+
+
+class TensorBoardFiles(TensorBoardLogger):
+    """Lightning's TensorBoard logger naming its event file in a refused write. TensorBoard writes in a thread of its
+    own and raises the refusal at its next write: creating the writer (its first record), a metric, the end."""
+
+    def event_file(self) -> str:
+        """The newest event file of this run (its folder, before the writer made one)."""
+        files = sorted(Path(self.log_dir).glob("events.out.tfevents.*"), key=lambda path: path.stat().st_mtime)
+        return str(files[-1] if files else self.log_dir)
+
+    @property
+    def experiment(self) -> Any:
+        with naming_refusals(self.event_file):
+            return super().experiment
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        with naming_refusals(self.event_file):
+            super().log_metrics(metrics, step)
+
+    def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
+        with naming_refusals(self.event_file):
+            super().log_hyperparams(params, metrics)
+
+    def finalize(self, status: str) -> None:
+        with naming_refusals(self.event_file):
+            super().finalize(status)
+
+
+class CSVFiles(CSVLogger):
+    """Lightning's CSV logger naming its file in a refused write: ``metrics.csv``, or ``hparams.yaml``."""
+
+    def metrics_file(self) -> str:
+        return self.experiment.metrics_file_path
+
+    def log_hyperparams(self, params: Any = None) -> None:
+        with naming_refusals(lambda: str(Path(self.log_dir, "hparams.yaml"))):
+            super().log_hyperparams(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        with naming_refusals(self.metrics_file):
+            super().log_metrics(metrics, step)
+
+    def save(self) -> None:
+        with naming_refusals(self.metrics_file):
+            super().save()

@@ -19,8 +19,9 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from recursive_ae_gan.core import console
 from recursive_ae_gan.core.atomic import atomic_write
@@ -45,15 +46,20 @@ def write_metrics(cfg: DictConfig, result: dict) -> None:
 
 
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")  # Lightning's, each with a _find_unused_... twin
+# What Lightning's accelerator="auto" takes, in its order ("gpu": the same but the TPU).
+AUTO_ORDER = (("tpu", XLAAccelerator), ("mps", MPSAccelerator), ("cuda", CUDAAccelerator))
 
 
-def several_processes(devices: object, num_nodes: int) -> bool:
-    """Whether ``Trainer(devices=..., num_nodes=...)`` asks for more than one process (``auto``/-1: not known)."""
-    if num_nodes > 1:
-        return True
-    if isinstance(devices, str):
-        devices = devices.split(",") if "," in devices else int(devices) if devices.isdigit() else 1
-    return devices > 1 if isinstance(devices, int) else len(devices) > 1  # a number, or a list of device indices
+def processes_per_node(accelerator: str, devices: object) -> int:
+    """How many processes ``Trainer(accelerator=..., devices=...)`` starts on each node, as Lightning counts them:
+    its accelerator's own parsing of ``devices`` (a number, indices, ``auto``: every device it finds)."""
+    if accelerator in ("auto", "gpu"):  # Lightning's choice: the first of these available, else the CPU
+        found = [name for name, kind in AUTO_ORDER[accelerator == "gpu" :] if kind.is_available()]
+        accelerator = found[0] if found else "cpu"  # gpu without one: the Trainer then says so in one line
+    chosen = AcceleratorRegistry.get(accelerator)
+    devices = OmegaConf.to_object(devices) if isinstance(devices, ListConfig) else devices
+    devices = chosen.auto_device_count() if devices == "auto" else devices
+    return len(chosen.get_parallel_devices(chosen.parse_devices(devices)))
 
 
 def strategy_for(cfg: DictConfig) -> object:
@@ -66,7 +72,7 @@ def strategy_for(cfg: DictConfig) -> object:
     strategy, trainer = cfg.trainer.strategy, cfg.trainer
     if not issubclass(get_class(cfg.model._target_), AdversarialAutoencoder):
         return strategy
-    if strategy == "auto" and several_processes(trainer.devices, trainer.num_nodes):
+    if strategy == "auto" and (trainer.num_nodes > 1 or processes_per_node(trainer.accelerator, trainer.devices) > 1):
         strategy = "ddp"  # what Lightning's auto chooses for several processes outside a notebook
     if strategy not in DDP_STRATEGIES:
         return strategy

@@ -205,6 +205,7 @@ def test_old_run_config_becomes_todays_form(data_root: Path) -> None:
         "_target_": "recursive_ae_gan.networks.MLPDiscriminator",
         "hidden": [512, 256, 128],
     }
+    assert new.model._target_ == "recursive_ae_gan.models.AdversarialAutoencoder"  # its path before the move: today's
     assert new.model._recursive_ is False and new.data.root == str(data_root)  # interpolations still resolve
     assert old.data.dataset == "mnist"  # the run's config is not modified
     assert upgrade_old_run_config(new) == new  # today's form is kept as it is

@@ -18,6 +18,7 @@ from torch.nn.utils import parameters_to_vector
 from torch.utils._pytree import tree_flatten
 
 from recursive_ae_gan.core.errors import DivergedError
+from recursive_ae_gan.models.divergence import DivergenceGuard
 
 
 @pytest.mark.parametrize(
@@ -116,3 +117,26 @@ def test_a_non_finite_buffer_with_finite_losses_also_stops_the_run(compose_cfg, 
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 2  # the flag is read every batch on the CPU: it stopped at once
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_gradient_raises_the_flag_that_adam_reads_without_a_host_read(
+    bad: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``guard_step``: one non-finite gradient raises the flag (torch's public ``get_total_norm``, inf norm), which
+    becomes the optimizer's ``found_inf``; nothing, torch's own code included, reads a tensor on the host."""
+    net = torch.nn.Linear(3, 2)
+    guard = DivergenceGuard(net, torch.device("cpu"))
+    optimizer = torch.optim.Adam(net.parameters())
+    net.weight.grad, net.bias.grad = torch.ones(2, 3), torch.tensor([1.0, 2.0 if bad is None else bad])
+    guard.check_loss(torch.tensor(0.5), "training loss", epoch=0, batch=0, global_step=0)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a host read")
+
+    with monkeypatch.context() as reads:
+        for name in HostReads.READS:
+            reads.setattr(torch.Tensor, name, refuse)
+        guard.guard_step(optimizer)
+    assert optimizer.found_inf is guard.flag and float(guard.flag) == (bad is not None)
+    assert (guard.first_failure() is None) == (bad is None)

@@ -4,13 +4,15 @@ dashboard, and runs named by what they are: each read back with the logger's own
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import struct
 import sys
 from pathlib import Path
 
+import fsspec.implementations.local
 import pytest
-from helpers import CONF_DIR, fixture_overrides, run_cli_forked
+from helpers import CONF_DIR, RefusingFile, fixture_overrides, run_cli_forked
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
@@ -19,9 +21,10 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 
+from recursive_ae_gan.core.console import write_refused
 from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.run.config import check
-from recursive_ae_gan.run.loggers import MAX_NAME, run_name, safe_name
+from recursive_ae_gan.run.loggers import MAX_NAME, CSVFiles, run_name, safe_name
 from recursive_ae_gan.run.train import train
 
 # TensorBoard always; MLflow and W&B when their extras are installed (CI installs them: the Makefile).
@@ -201,3 +204,23 @@ def test_sweep_runs_are_named_by_their_swept_overrides_in_tensorboard(data_root:
     (sweep,) = (tmp_path / "multiruns").iterdir()
     multiplexer = EventMultiplexer().AddRunsFromDirectory(str(sweep))  # what --logdir over the sweep lists
     assert sorted(multiplexer.Runs()) == ["0/tensorboard/seed=0", "1/tensorboard/seed=1"]
+
+
+def test_a_refused_csv_write_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CSVFiles``: the ``OSError`` of a refused write to an open file names no file; the logger gives it its own,
+    which the console's one line then names (tests/run/test_atomic.py does it for TensorBoard's event file)."""
+    logger = CSVFiles(tmp_path, name="csv", version="")
+    logger.log_metrics({"val/loss": 0.5}, step=0)
+    logger.save()
+
+    def refusing_open(path: str, mode: str = "rb") -> io.BufferedWriter:  # a full disk: no room for a byte
+        return io.BufferedWriter(RefusingFile(path, mode.replace("b", "")))
+
+    monkeypatch.setattr(fsspec.implementations.local, "open", refusing_open, raising=False)  # fsspec's local files
+    logger.log_metrics({"val/loss": 0.25}, step=1)
+    with pytest.raises(OSError) as refused:
+        logger.save()
+    assert refused.value.filename == str(tmp_path / "csv" / "metrics.csv")
+    assert (
+        str(write_refused(refused.value)) == f"cannot write {tmp_path / 'csv' / 'metrics.csv'}: no space left on device"
+    )

@@ -27,7 +27,7 @@ from helpers import (
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from recursive_ae_gan.models import RecursiveAutoencoder
-from recursive_ae_gan.run.train import strategy_for, train
+from recursive_ae_gan.run.train import processes_per_node, strategy_for, train
 
 REPO = Path(__file__).resolve().parents[2]
 BATCHES = 4  # 64 fixture training images in batches of 16
@@ -204,7 +204,8 @@ def test_ctrl_c_keeps_the_run_in_last_ckpt(data_root: Path, tmp_path: Path) -> N
         (["model=rae_gan", "trainer.strategy=ddp"], "ddp_find_unused_parameters_true"),
         (["model=ae_gan", "trainer.strategy=ddp_spawn"], "ddp_spawn_find_unused_parameters_true"),
         (["model=rae_gan", "trainer.devices=4"], "ddp_find_unused_parameters_true"),  # auto picks DDP for 4
-        (["model=rae_gan", "trainer.devices=[0,1]"], "ddp_find_unused_parameters_true"),
+        (["model=rae_gan", "trainer.accelerator=cpu", "trainer.devices='2'"], "ddp_find_unused_parameters_true"),
+        (["model=rae_gan", "trainer.devices=auto"], "auto"),  # every device Lightning finds: one CPU here
         (["model=rae_gan", "trainer.num_nodes=2"], "ddp_find_unused_parameters_true"),
         (["model=rae_gan"], "auto"),  # one device
         (["model=rae_gan", "trainer.strategy=ddp_find_unused_parameters_false"], "ddp_find_unused_parameters_false"),
@@ -213,6 +214,12 @@ def test_ctrl_c_keeps_the_run_in_last_ckpt(data_root: Path, tmp_path: Path) -> N
 )
 def test_the_game_gets_the_ddp_strategy_it_needs(compose_cfg, overrides: list[str], strategy: str) -> None:
     assert strategy_for(compose_cfg(*overrides)) == strategy
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="Lightning parses GPU indices against the GPUs there")
+def test_gpu_indices_count_as_lightning_parses_them() -> None:
+    assert processes_per_node("gpu", [0, 1]) == processes_per_node("cuda", "0,1") == 2
+    assert processes_per_node("auto", "1,") == 1 and processes_per_node("gpu", -1) == torch.cuda.device_count()
 
 
 def test_realism_after_training_judges_every_trained_step(compose_cfg, tmp_path: Path) -> None:
