@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-
 EPOCHS, BATCHES = 3, 4  # the fixture's 64 training images in batches of 16
 MODELS = {
     "ae": ["model=ae"],
