@@ -2,9 +2,9 @@
 
 On a CIFAR10-shaped fixture it writes itself (no datasets, no network), section by section: every model trains
 with ``trainer=gpu`` (and compiled, channels-last); the bench's GPU rows, with what the framework adds per step
-(profiled where a ratio is below 0.95); sweep throughput with ``hydra/launcher=gpus`` at each ``jobs_per_gpu``; with two GPUs, the game under DDP. The
-report is rewritten after every section; the exit status is 1 when a check failed. ``--quick``: the same on the
-CPU in under a minute (the test suite runs it). Docs: docs/benchmarks.md.
+(profiled where a ratio is below 0.95); sweep throughput with ``hydra/launcher=gpus`` at each ``jobs_per_gpu``;
+with two GPUs, the game under DDP. The report is rewritten after every section; the exit status is 1 when a check
+failed. ``--quick``: the same on the CPU in under a minute (the test suite runs it). Docs: docs/benchmarks.md.
 """
 
 from __future__ import annotations
