@@ -118,22 +118,23 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         policy freezes it this batch; its loss, R1 penalty and verdicts as the game's statistics (named as logged)."""
         steps, batch = fakes.shape[:2]
         r1_gamma = self.hparams.r1_gamma
-        with self.toggled_optimizer(opt_d):
-            reals = x.detach().requires_grad_() if r1_gamma else x
-            d_logits = self.discriminate(torch.cat([reals, fakes.detach().flatten(0, 1)]))
-            real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
-            verdicts = fake_logits.detach()
-            rates = mean_over_ranks(fool_rates(verdicts))  # every rank decides alike
-            steps_now = self.balance.discriminator_steps(verdicts)
-            if not steps_now:  # D's loss only as a statistic: no graph, no R1
-                real_logits, fake_logits = real_logits.detach(), verdicts
-            d_loss = self.game_loss.discriminator(real_logits, fake_logits)
-            self.check_finite(d_loss, "discriminator loss", batch_idx)
-            stats = {"train/d_loss": d_loss}
-            if steps_now:
-                if r1_gamma:
-                    stats["train/r1"] = r1_penalty(real_logits, reals, r1_gamma)
-                self._step(opt_d, d_loss + stats["train/r1"] if r1_gamma else d_loss)
+        # No toggle: D's inputs are detached, so its loss reaches no autoencoder weight (the toggle costs a pass
+        # over every parameter twice a step; under DDP the game runs with find_unused_parameters anyway).
+        reals = x.detach().requires_grad_() if r1_gamma else x
+        d_logits = self.discriminate(torch.cat([reals, fakes.detach().flatten(0, 1)]))
+        real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
+        verdicts = fake_logits.detach()
+        rates = mean_over_ranks(fool_rates(verdicts))  # every rank decides alike
+        steps_now = self.balance.discriminator_steps(verdicts)
+        if not steps_now:  # D's loss only as a statistic: no graph, no R1
+            real_logits, fake_logits = real_logits.detach(), verdicts
+        d_loss = self.game_loss.discriminator(real_logits, fake_logits)
+        self.check_finite(d_loss, "discriminator loss", batch_idx)
+        stats = {"train/d_loss": d_loss}
+        if steps_now:
+            if r1_gamma:
+                stats["train/r1"] = r1_penalty(real_logits, reals, r1_gamma)
+            self._step(opt_d, d_loss + stats["train/r1"] if r1_gamma else d_loss)
         return stats | {
             "train/d_real_acc": real_accuracy(real_logits.detach()),
             "train/d_frozen": rates.new_full((), float(not steps_now)),  # a fill on the device, not a copy to it
@@ -164,7 +165,7 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         return self.discriminator(random_translate(images, shift) if shift else images)
 
     def _step(self, optimizer, loss: torch.Tensor) -> None:
-        """One manual optimizer step; the caller has toggled ``optimizer`` (freezing the other net)."""
+        """One manual optimizer step of ``loss``, which reaches only ``optimizer``'s net's weights."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
