@@ -121,12 +121,10 @@ class RecursiveAutoencoder(L.LightningModule):
         depth = self.depth if depth is None else depth
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        steps = []
-        for _ in range(depth + 1):
-            logits = self.net(x)
-            steps.append(logits)
-            x = torch.sigmoid(logits)
-        return torch.stack(steps)
+        steps = [self.net(x)]
+        for _ in range(depth):  # each step fed the previous one's image; no image made of the last
+            steps.append(self.net(torch.sigmoid(steps[-1])))
+        return torch.stack(steps) if depth else steps[0].unsqueeze(0)  # one step: a view, not a copy
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Images of steps 0..depth in [0, 1]: ``(depth + 1, B, C, H, W)``."""

@@ -448,12 +448,10 @@ def run_both(cfg: DictConfig, timer: Callable[[PlainLoop], Interleave]) -> tuple
 
 def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
     """Logits of steps 0..depth, each step fed the previous one's image: ``(depth + 1, B, C, H, W)``."""
-    steps = []
-    for _ in range(depth + 1):
-        logits = net(x)
-        steps.append(logits)
-        x = torch.sigmoid(logits)
-    return torch.stack(steps)
+    steps = [net(x)]
+    for _ in range(depth):
+        steps.append(net(torch.sigmoid(steps[-1])))
+    return torch.stack(steps) if depth else steps[0].unsqueeze(0)
 
 
 def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) -> Row:
