@@ -72,8 +72,9 @@ def logged_fit(compose_cfg: Callable[..., DictConfig], model: str, every: int):
     recorder, validated = Recorder(), ValidatedNets()
     trainer = instantiate(cfg.trainer, logger=recorder, callbacks=[validated], enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
+    progress_bar = dict(trainer.progress_bar_metrics)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return recorder, validated.nets, module, datamodule
+    return recorder, validated.nets, module, datamodule, progress_bar
 
 
 def hand_loss(net: torch.nn.Module, images: torch.Tensor, depth: int) -> float:
@@ -91,8 +92,8 @@ def hand_loss(net: torch.nn.Module, images: torch.Tensor, depth: int) -> float:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_logged_points_and_epoch_means(compose_cfg, model: str) -> None:
-    every_step, _, module, datamodule = logged_fit(compose_cfg, model, every=1)
-    cadenced, validated_nets, cadenced_module, _ = logged_fit(compose_cfg, model, every=3)
+    every_step, _, module, datamodule, _ = logged_fit(compose_cfg, model, every=1)
+    cadenced, validated_nets, cadenced_module, _, progress_bar = logged_fit(compose_cfg, model, every=3)
     depth, game = module.depth, model.endswith("gan")
     per_step_keys = {"train/loss_step", *(f"train/step_{i}/rec_loss" for i in range(depth + 1) if depth)}
 
@@ -105,6 +106,8 @@ def test_logged_points_and_epoch_means(compose_cfg, model: str) -> None:
     assert sorted(cadenced_points) == [2, 5, 8, 11]
     for step, values in cadenced_points.items():
         assert values == pytest.approx(points[step], rel=1e-6), step
+    # The progress bar shows the last point's loss, a number read from host memory.
+    assert progress_bar["train/loss_step"] == pytest.approx(cadenced_points[11]["train/loss_step"], rel=1e-6)
     if depth:  # the reconstruction's loss is the sum of its steps' (the game's adds the adversarial loss)
         for values in (values for values in points.values() if not (game and values["epoch"] >= 1)):
             total = sum(values[f"train/step_{i}/rec_loss"] for i in range(depth + 1))
