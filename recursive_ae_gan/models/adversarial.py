@@ -17,6 +17,7 @@ from recursive_ae_gan.models.autoencoder import NetSpec, RecursiveAutoencoder, a
 from recursive_ae_gan.models.balance import ADV_WEIGHT_BOUNDS, BALANCE_POLICIES, BalanceName, BalanceSettings
 from recursive_ae_gan.models.divergence import mean_over_ranks
 from recursive_ae_gan.models.losses import GAME_LOSSES, GameLossName, fool_rates, r1_penalty, real_accuracy
+from recursive_ae_gan.models.training_log import Values
 
 
 class AdversarialAutoencoder(RecursiveAutoencoder):
@@ -87,11 +88,9 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         # One adversarial weight per judged step; a buffer, so checkpoints carry the policy's state.
         self.register_buffer("adv_weights", torch.full((depth + 1,), float(adv_weight)))
         self.game_loss = GAME_LOSSES[adv_loss]
-        self.game_stat_names = game_stat_names(depth, with_r1=r1_gamma > 0)
-        self.game_stats_sum: torch.Tensor | None = None  # this epoch's sums, in game_stat_names' order
-        self.game_batches = 0
-        splits = ("val", "test")
-        self.game_metrics = nn.ModuleDict({split: discriminator_metrics(split, self.eval_depth) for split in splits})
+        self.game_metrics = nn.ModuleDict(
+            {split: discriminator_metrics(split, self.eval_depth) for split in ("val", "test")}
+        )
 
     @property
     def adv_weight_bounds(self) -> tuple[float, float]:
@@ -107,52 +106,61 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         rec_per_step = self.training_losses(logits, x, batch_idx)
         rec_loss = self.training_loss(rec_per_step)
         if self.in_warmup():
-            self.check_finite(rec_loss, "reconstruction loss", batch_idx)
-            with self.toggled_optimizer(opt_ae):
-                self._step(opt_ae, rec_loss)
-            self._log_reconstruction(rec_per_step, rec_loss)
+            loss, _ = self.autoencoder_step(opt_ae, rec_loss, None, batch_idx)
+            self.record(rec_per_step, loss)
             return
         fakes = torch.sigmoid(logits)
+        d_stats = self.discriminator_step(opt_d, x, fakes, batch_idx)
+        loss, g_loss = self.autoencoder_step(opt_ae, rec_loss, fakes, batch_idx)
+        self.balance.update(self.adv_weights, d_stats["train/fool_rate"])
+        game = {"train/rec_loss": rec_loss, "train/g_loss": g_loss, "train/adv_weight": self.adv_weights}
+        self.record(rec_per_step, loss, game | d_stats)
+
+    def discriminator_step(self, opt_d, x: torch.Tensor, fakes: torch.Tensor, batch_idx: int) -> Values:
+        """D learns real images against every step's detached reconstructions (one call), unless the balance
+        policy freezes it this batch; its loss, R1 penalty and verdicts as the game's statistics (named as logged)."""
         steps, batch = fakes.shape[:2]
+        r1_gamma = self.hparams.r1_gamma
+        # No toggle: D's inputs are detached, so its loss reaches no autoencoder weight (the toggle costs a pass
+        # over every parameter twice a step; under DDP the game runs with find_unused_parameters anyway).
+        reals = x.detach().requires_grad_() if r1_gamma else x
+        d_logits = self.discriminate(torch.cat([reals, fakes.detach().flatten(0, 1)]))
+        real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
+        verdicts = fake_logits.detach()
+        rates = mean_over_ranks(fool_rates(verdicts))  # every rank decides alike
+        steps_now = self.balance.discriminator_steps(verdicts)
+        if not steps_now:  # D's loss only as a statistic: no graph, no R1
+            real_logits, fake_logits = real_logits.detach(), verdicts
+        d_loss = self.game_loss.discriminator(real_logits, fake_logits)
+        self.check_finite(d_loss, "discriminator loss", batch_idx)
+        stats = {"train/d_loss": d_loss}
+        if steps_now:
+            if r1_gamma:
+                stats["train/r1"] = r1_penalty(real_logits, reals, r1_gamma)
+            self._step(opt_d, d_loss + stats["train/r1"] if r1_gamma else d_loss)
+        return stats | {
+            "train/d_real_acc": real_accuracy(real_logits.detach()),
+            "train/d_frozen": rates.new_full((), float(not steps_now)),  # a fill on the device, not a copy to it
+            "train/fool_rate": rates,
+            "train/d_fake_mean": torch.sigmoid(verdicts.float()).mean(1),
+        }
 
-        # Discriminator: real images against every step's detached reconstructions, one call.
-        with self.toggled_optimizer(opt_d):
-            reals = x.detach().requires_grad_() if self.hparams.r1_gamma else x
-            d_logits = self.discriminate(torch.cat([reals, fakes.detach().flatten(0, 1)]))
-            real_logits, fake_logits = d_logits[:batch], d_logits[batch:].view(steps, batch)
-            d_loss = self.game_loss.discriminator(real_logits, fake_logits)
-            r1 = r1_penalty(real_logits, reals, self.hparams.r1_gamma) if self.hparams.r1_gamma else None
-            self.check_finite(d_loss, "discriminator loss", batch_idx)
-            rates = mean_over_ranks(fool_rates(fake_logits.detach()))  # every rank decides alike
-            frozen = not self.balance.discriminator_steps(fake_logits.detach())
-            if not frozen:
-                self._step(opt_d, d_loss if r1 is None else d_loss + r1)
-
-        # Autoencoder: reconstruction plus the weighted adversarial loss, D frozen by the toggle.
+    def autoencoder_step(
+        self, opt_ae, rec_loss: torch.Tensor, fakes: torch.Tensor | None, batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The autoencoder learns the reconstruction loss plus, given the step images ``fakes`` (the game), the
+        weighted adversarial loss, D frozen by the toggle. Returns the loss learnt and its adversarial part."""
         with self.toggled_optimizer(opt_ae):
-            fake_logits_for_ae = self.discriminate(fakes.flatten(0, 1)).view(steps, batch)
-            g_per_step = self.game_loss.generator(fake_logits_for_ae)
-            g_loss = (self.adv_weights * g_per_step).mean()
-            self.check_finite(rec_loss + g_loss, "autoencoder loss", batch_idx)
-            self._step(opt_ae, rec_loss + g_loss)
-        self.balance.update(self.adv_weights, rates)
-
-        self._log_reconstruction(rec_per_step, rec_loss + g_loss)
-        # The game's statistics are summed on the device and logged as epoch means: ~20 self.log calls
-        # per batch would cost more than a whole training step of a small model.
-        d_fake_mean = torch.sigmoid(fake_logits.detach().float()).mean(1)
-        batch_stats = torch.cat(
-            [
-                torch.stack([rec_loss.detach(), g_loss.detach(), d_loss.detach(), real_accuracy(real_logits.detach())]),
-                rates.new_full((1,), float(frozen)),  # a fill on the device, not a host-to-device copy
-                rates,
-                d_fake_mean,
-                self.adv_weights,
-                *([] if r1 is None else [r1.detach().view(1)]),
-            ]
-        )
-        self.game_stats_sum = batch_stats if self.game_stats_sum is None else self.game_stats_sum + batch_stats
-        self.game_batches += 1
+            if fakes is None:
+                loss, g_loss, what = rec_loss, None, "reconstruction loss"
+            else:
+                steps, batch = fakes.shape[:2]
+                g_per_step = self.game_loss.generator(self.discriminate(fakes.flatten(0, 1)).view(steps, batch))
+                g_loss = (self.adv_weights * g_per_step).mean()
+                loss, what = rec_loss + g_loss, "autoencoder loss"
+            self.check_finite(loss, what, batch_idx)
+            self._step(opt_ae, loss)
+        return loss, g_loss
 
     def discriminate(self, images: torch.Tensor) -> torch.Tensor:
         """D's logits in training: through ``random_translate`` when ``d_translate`` asks for it."""
@@ -160,18 +168,15 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         return self.discriminator(random_translate(images, shift) if shift else images)
 
     def _step(self, optimizer, loss: torch.Tensor) -> None:
-        """One manual optimizer step; the caller has toggled ``optimizer`` (freezing the other net)."""
+        """One manual optimizer step of ``loss``, which reaches only ``optimizer``'s net's weights."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
 
     def on_train_epoch_end(self) -> None:
-        """Log the game's epoch means; step the schedulers (manual optimization steps none by itself)."""
+        """Log the epoch's means (the game's statistics among them); step the schedulers (manual optimization
+        steps none by itself)."""
         super().on_train_epoch_end()  # the divergence check first: a diverged epoch logs nothing more
-        if self.game_batches:
-            means = self.game_stats_sum / self.game_batches  # every rank has as many batches: mean of means
-            self.log_dict(dict(zip(self.game_stat_names, means, strict=True)), sync_dist=True)
-            self.game_stats_sum, self.game_batches = None, 0
         schedulers = self.lr_schedulers() or []
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         _, opt_d = self.optimizers()
@@ -196,9 +201,12 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
             step_logits = torch.cat([real_logits, fake_logits[i]]).float()
             metrics[step_key(split, i, "d_auc")].update(step_logits, real)
             metrics[step_key(split, i, "d_balanced_acc")].update((step_logits > 0).long(), real)
-        for key, metric in metrics.items():
-            self.log(key, metric, batch_size=batch)
         return images
+
+    def log_split(self, split: str) -> None:
+        super().log_split(split)
+        for key, metric in self.game_metrics[split].items():
+            self.log(key, metric)
 
     def lr_settings(self) -> str:
         return f"model.lr (now {self.hparams.lr}) or model.d_lr (now {self.hparams.d_lr})"
@@ -214,19 +222,6 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         if not schedules:
             return [opt_ae, opt_d]
         return [opt_ae, opt_d], [make_scheduler(config, opt) for opt, config in schedules]
-
-
-def game_stat_names(depth: int, with_r1: bool = False) -> list[str]:
-    """The game's training statistics, logged as epoch means: the losses, D's accuracy on real images, whether
-    D was frozen, per judged step 0..depth its fool rate, mean output and adversarial weight, and the R1 penalty."""
-    steps = range(depth + 1)
-    return [
-        "train/rec_loss", "train/g_loss", "train/d_loss", "train/d_real_acc", "train/d_frozen",
-        *(step_key("train", i, "fool_rate") for i in steps),
-        *(step_key("train", i, "d_fake_mean") for i in steps),
-        *(step_key("train", i, "adv_weight") for i in steps),
-        *(["train/r1"] if with_r1 else []),
-    ]  # fmt: skip
 
 
 def discriminator_metrics(split: str, depth: int) -> nn.ModuleDict:

@@ -16,6 +16,7 @@ from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.models.divergence import DivergenceGuard
 from recursive_ae_gan.models.losses import cycle_depths, reconstruction_losses
 from recursive_ae_gan.models.metrics import step_metrics, update_step_metrics
+from recursive_ae_gan.models.training_log import TrainingLog, Values
 
 NetSpec = dict[str, Any]  # a network's Hydra config: {_target_: ..., **its arguments but image_shape}
 # divergence_check_every=null: read the divergence flag every batch on the CPU (a sync costs nothing there),
@@ -108,11 +109,9 @@ class RecursiveAutoencoder(L.LightningModule):
             self.net.to(memory_format=torch.channels_last)
         if compile:
             self.net.compile()
-        # Epoch means as metrics: under DDP they are summed over every rank's batches, not averaged per rank.
-        # The training loss skips MeanMetric's NaN check, a host sync per step (a diverged run stops anyway).
-        self.epoch_losses = nn.ModuleDict(
-            {"train_loss": MeanMetric(nan_strategy="disable")} | {f"{s}_loss": MeanMetric() for s in ("val", "test")}
-        )
+        # Validation's and test's losses as metrics: under DDP they are summed over every rank's batches.
+        self.epoch_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
+        self.training_log = TrainingLog()
         self.divergence: DivergenceGuard | None = None  # made on the device at each fit's start
         self.metrics = nn.ModuleDict(
             {split: nn.ModuleList(step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
@@ -123,12 +122,10 @@ class RecursiveAutoencoder(L.LightningModule):
         depth = self.depth if depth is None else depth
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        steps = []
-        for _ in range(depth + 1):
-            logits = self.net(x)
-            steps.append(logits)
-            x = torch.sigmoid(logits)
-        return torch.stack(steps)
+        steps = [self.net(x)]
+        for _ in range(depth):  # each step fed the previous one's image; no image made of the last
+            steps.append(self.net(torch.sigmoid(steps[-1])))
+        return torch.stack(steps) if depth else steps[0].unsqueeze(0)  # one step: a view, not a copy
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Images of steps 0..depth in [0, 1]: ``(depth + 1, B, C, H, W)``."""
@@ -155,8 +152,14 @@ class RecursiveAutoencoder(L.LightningModule):
         per_step = self.training_losses(self.reconstruct(x, self.trained_depth()), x, batch_idx)
         loss = self.training_loss(per_step)
         self.check_finite(loss, "training loss", batch_idx)
-        self._log_reconstruction(per_step, loss)
+        self.record(per_step, loss)
         return loss
+
+    def record(self, per_step: torch.Tensor, loss: torch.Tensor, means: Values | None = None) -> None:
+        """Keep this batch's logged values on the device (``training_log``): the trained loss and, for a recursion,
+        each step's reconstruction loss as curves, the loss's epoch mean, and ``means``' epoch means."""
+        curves = {"train/loss_step": loss} | ({"train/rec_loss": per_step} if self.depth > 0 else {})
+        self.training_log.record(curves, {"train/loss_epoch": loss} | (means or {}))
 
     def on_fit_start(self) -> None:
         self.divergence = DivergenceGuard(self, self.device)  # on the device, with the restored buffers
@@ -175,13 +178,24 @@ class RecursiveAutoencoder(L.LightningModule):
         every = self.hparams.divergence_check_every or CHECK_EVERY["cpu" if self.device.type == "cpu" else "gpu"]
         if (batch_idx + 1) % every == 0:
             self.stop_if_diverged()
+        # Lightning's own test of its cadence (log_every_n_steps, a stopping fit): its loggers take the step's
+        # values exactly then. No public API says it; tests/models/test_logged_values.py pins the points.
+        if self.trainer._logger_connector.should_update_logs or self.trainer.fast_dev_run:
+            curves = self.training_log.curves()
+            self.log("train/loss_step", curves.pop("train/loss_step"), prog_bar=True, on_step=True, on_epoch=False)
+            if curves:
+                self.log_dict(curves, on_step=True, on_epoch=False)
 
     def on_validation_start(self) -> None:
         if self.trainer.state.fn == "fit":  # validation within fit would score a diverged model
             self.stop_if_diverged()
 
     def on_train_epoch_end(self) -> None:
+        """Read the divergence flag, then log the epoch's means (a diverged epoch logs none)."""
         self.stop_if_diverged()  # a fit stopped within its epoch (max_steps, should_stop) is read here
+        means = self.training_log.epoch_means()
+        if means:  # every rank has as many batches: the mean of the ranks' means is the epoch's
+            self.log_dict(means, sync_dist=True)
 
     def stop_if_diverged(self) -> None:
         """Read the divergence flag (one host sync); if it is up (or a buffer is not finite), put back the last
@@ -194,13 +208,6 @@ class RecursiveAutoencoder(L.LightningModule):
     def lr_settings(self) -> str:
         return f"model.lr (now {self.hparams.lr})"
 
-    def _log_reconstruction(self, per_step: torch.Tensor, loss: torch.Tensor) -> None:
-        self.log("train/loss_step", loss, prog_bar=True)  # this rank's, every step (no sync)
-        self.epoch_losses["train_loss"].update(loss.detach())
-        self.log("train/loss_epoch", self.epoch_losses["train_loss"], on_step=False, on_epoch=True)
-        if self.depth > 0:
-            self.log_dict({step_key("train", i, "rec_loss"): v for i, v in enumerate(per_step)})
-
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(x, "val")
 
@@ -208,18 +215,29 @@ class RecursiveAutoencoder(L.LightningModule):
         self._evaluate(x, "test")
 
     def _evaluate(self, x: torch.Tensor, split: str) -> torch.Tensor:
-        """Update and log the split's per-step metrics; returns the step images ``(S, B, C, H, W)``."""
+        """Update the split's per-step metrics; returns the step images ``(S, B, C, H, W)``."""
         # Contiguous: channels_last outputs would break the metrics, which view their inputs flat.
         logits = self.reconstruct(x, self.eval_depth).contiguous()
         per_step = reconstruction_losses(logits[: self.depth + 1], x, self.loss_name)
         self.epoch_losses[f"{split}_loss"].update(per_step.sum(), len(x))
-        self.log(f"{split}/loss", self.epoch_losses[f"{split}_loss"], prog_bar=split == "val", batch_size=len(x))
         images = torch.sigmoid(logits.float())
         for step, metrics in enumerate(self.metrics[split]):
             update_step_metrics(metrics, logits[step], images[step], x)
-            for name, metric in metrics.items():
-                self.log(step_key(split, step, name), metric, batch_size=len(x))
         return images
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_split("test")
+
+    def log_split(self, split: str) -> None:
+        """Log the split's metrics once, at its end: each is a torchmetrics ``Metric`` over the whole split, which
+        Lightning computes and resets there whenever it was logged (a log per batch only cost time)."""
+        self.log(f"{split}/loss", self.epoch_losses[f"{split}_loss"], prog_bar=split == "val")
+        for step, metrics in enumerate(self.metrics[split]):
+            for name, metric in metrics.items():
+                self.log(step_key(split, step, name), metric)
 
     def predict_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Images of steps 0..eval_depth ``(S, B, C, H, W)``: ``Trainer.predict`` (``reconstruct`` command)."""

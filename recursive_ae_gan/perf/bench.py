@@ -3,8 +3,9 @@
 For every dataset, network (``bench.nets``), model and batch size, the composed ``conf/train.yaml``'s
 LightningModule, fitted by a real ``Trainer``, and ``PlainLoop``, the same training in a bare loop, train on the
 same synthetic images in interleaved windows (F P P F ...) until the row's ratio is known to ``ci_half_width``;
-it is printed with its 95% interval, and every row goes to ``<out_dir>/<time>.csv``. The method and the figures:
-docs/benchmarks.md.
+it is printed with its 95% interval, and so is what the framework adds per step (its milliseconds over the plain
+loop's), and every row goes to ``<out_dir>/<time>.csv``. A net that cannot take a dataset's images (``patch`` on
+MNIST's 28x28) is left out for that dataset. The method and the figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.core import console
 from recursive_ae_gan.core.atomic import atomic_open
-from recursive_ae_gan.core.errors import UserError
+from recursive_ae_gan.core.errors import UserError, user_error
 from recursive_ae_gan.data import ImageDataModule, epoch_permutation
 from recursive_ae_gan.models import VARIANTS
 from recursive_ae_gan.models.autoencoder import build
@@ -116,6 +117,10 @@ def plan(bench: DictConfig) -> Plan:
     for name, choices in [("datasets", SHAPES), ("nets", nets), ("models", VARIANTS)]:
         if not values[name] or not set(values[name]) <= set(choices):
             raise UserError(f"bench.{name}={values[name]} must list some of: {', '.join(choices)}")
+    if all(takes(dataset, net) for dataset in values["datasets"] for net in values["nets"]):
+        raise UserError(
+            f"no net of bench.nets={values['nets']} takes the images of bench.datasets={values['datasets']}"
+        )
     if values["clock"] not in CLOCKS:
         raise UserError(f"bench.clock={values['clock']!r} is not one of: {', '.join(CLOCKS)}")
     if values["clock"] == "process" and device == "cuda":
@@ -194,6 +199,24 @@ def ratio_interval(framework_s: Sequence[float], plain_s: Sequence[float]) -> Ra
     logs = [math.log(r) for r in quadruple_ratios(pair_ratios(framework_s, plain_s))]
     summary = summarize(logs)
     return RatioInterval(math.exp(summary.mean), math.exp(summary.low), math.exp(summary.high), len(framework_s))
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """What the framework adds per step, in milliseconds: framework minus plain, and its 95% t interval."""
+
+    ms: float
+    low: float
+    high: float
+
+
+def overhead(framework_s: Sequence[float], plain_s: Sequence[float], steps: int) -> Overhead:
+    """Each pair's framework minus plain seconds per batch (``steps`` batches a window), in ms; the mean of each two
+    consecutive pairs (one each way, as ``quadruple_ratios``: an order bias cancels); Student's t over those means.
+    Needs at least two quadruples (four pairs)."""
+    per_step = [(framework - plain) * 1000 / steps for framework, plain in zip(framework_s, plain_s, strict=True)]
+    summary = summarize([(a + b) / 2 for a, b in zip(per_step[::2], per_step[1::2], strict=True)])
+    return Overhead(summary.mean, summary.low, summary.high)
 
 
 class PlainLoop:
@@ -374,6 +397,9 @@ class Row:
     ratio: float
     ratio_low: float
     ratio_high: float
+    overhead_ms: float  # framework minus plain, milliseconds per step
+    overhead_low: float
+    overhead_high: float
     pairs: int
     peak_mib: float
 
@@ -422,12 +448,10 @@ def run_both(cfg: DictConfig, timer: Callable[[PlainLoop], Interleave]) -> tuple
 
 def recurse(net: torch.nn.Module, x: torch.Tensor, depth: int) -> torch.Tensor:
     """Logits of steps 0..depth, each step fed the previous one's image: ``(depth + 1, B, C, H, W)``."""
-    steps = []
-    for _ in range(depth + 1):
-        logits = net(x)
-        steps.append(logits)
-        x = torch.sigmoid(logits)
-    return torch.stack(steps)
+    steps = [net(x)]
+    for _ in range(depth):
+        steps.append(net(torch.sigmoid(steps[-1])))
+    return torch.stack(steps) if depth else steps[0].unsqueeze(0)
 
 
 def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) -> Row:
@@ -451,24 +475,39 @@ def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) ->
     else:  # the process's peak so far (Linux reports KiB): it cannot be reset per row
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     interval = ratio_interval(timed.framework_s, timed.plain_s)
+    extra = overhead(timed.framework_s, timed.plain_s, steps)
     images = interval.pairs * steps * batch_size
     framework, plain = (images / sum(times) for times in (timed.framework_s, timed.plain_s))
     return Row(
         dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain,
-        interval.ratio, interval.low, interval.high, interval.pairs, peak,
+        interval.ratio, interval.low, interval.high, extra.ms, extra.low, extra.high, interval.pairs, peak,
     )  # fmt: skip
+
+
+def takes(dataset: str, net: str) -> str | None:
+    """Why ``net`` (a ``conf/model/net/`` name) cannot take ``dataset``'s images (its own one-line refusal), or None."""
+    try:
+        build(OmegaConf.load(NETS_DIR / f"{net}.yaml"), SHAPES[dataset])
+    except Exception as error:
+        if (refusal := user_error(error)) is None:
+            raise
+        return str(refusal)
+    return None
 
 
 def measure_rows(s: Plan) -> list[Row]:
     """Time every row; print each as it ends."""
     print(
         f"{'dataset':8} {'model':8} {'net':13} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
-        f"{'ratio':>6} {'95% interval':>13} {'pairs':>5} {'peak MiB':>9}",
+        f"{'ratio':>6} {'95% interval':>13} {'+ms/step':>8} {'95% interval':>13} {'pairs':>5} {'peak MiB':>9}",
         flush=True,
     )
     rows = []
     for dataset in s.datasets:
         for net in s.nets:
+            if (refusal := takes(dataset, net)) is not None:
+                print(f"{dataset:8} {'':8} {net:13} left out: {refusal}", flush=True)
+                continue
             for model in s.models:
                 for batch_size in s.batch_sizes:
                     row = measure_row(s, dataset, net, model, train_config(s, dataset, model, batch_size, net))
@@ -476,6 +515,7 @@ def measure_rows(s: Plan) -> list[Row]:
                     print(
                         f"{dataset:8} {model:8} {net:13} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
                         f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_low:>6.3f}-{row.ratio_high:<6.3f} "
+                        f"{row.overhead_ms:>8.2f} {row.overhead_low:>6.2f}-{row.overhead_high:<6.2f} "
                         f"{row.pairs:>5} {row.peak_mib:>9,.0f}",
                         flush=True,
                     )
@@ -511,6 +551,7 @@ def benchmark(cfg: DictConfig) -> list[Row]:
         torch.set_num_threads(default_threads)
     path = write_csv(rows, s, threads=s.threads or default_threads)
     print(f"wrote {path}")
+    print(f"max overhead: {max(r.overhead_ms for r in rows):.2f} ms/step")
     print(f"min ratio: {min(r.ratio for r in rows):.3f}")
     return rows
 

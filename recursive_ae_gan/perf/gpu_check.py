@@ -1,10 +1,10 @@
 """One command for a lent GPU: ``python -m recursive_ae_gan.gpu_check`` (``make gpu-check``), one markdown report.
 
 On a CIFAR10-shaped fixture it writes itself (no datasets, no network), section by section: every model trains
-with ``trainer=gpu`` (and compiled, channels-last); the bench's GPU rows (profiled where a ratio is below 0.95);
-sweep throughput with ``hydra/launcher=gpus`` at each ``jobs_per_gpu``; with two GPUs, the game under DDP. The
-report is rewritten after every section; the exit status is 1 when a check failed. ``--quick``: the same on the
-CPU in under a minute (the test suite runs it). Docs: docs/benchmarks.md.
+with ``trainer=gpu`` (and compiled, channels-last); the bench's GPU rows, with what the framework adds per step
+(profiled where a ratio is below 0.95); sweep throughput with ``hydra/launcher=gpus`` at each ``jobs_per_gpu``;
+with two GPUs, the game under DDP. The report is rewritten after every section; the exit status is 1 when a check
+failed. ``--quick``: the same on the CPU in under a minute (the test suite runs it). Docs: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -260,12 +260,13 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
         s = bench.plan(cfg.bench)
         rows = bench.benchmark(cfg)
     header = [
-        "dataset", "model", "depth", "batch", "framework img/s", "plain img/s", "ratio", "95% interval", "pairs",
-        "peak MiB",
+        "dataset", "model", "net", "depth", "batch", "framework img/s", "plain img/s", "ratio", "95% interval",
+        "framework − plain, ms/step", "95% interval", "pairs", "peak MiB",
     ]  # fmt: skip
     lines = [
-        [r.dataset, r.model, r.depth, r.batch, f"{r.framework_img_s:,.0f}", f"{r.plain_img_s:,.0f}",
-         f"{r.ratio:.3f}", f"{r.ratio_low:.3f} – {r.ratio_high:.3f}", r.pairs, f"{r.peak_mib:,.0f}"]
+        [r.dataset, r.model, r.net, r.depth, r.batch, f"{r.framework_img_s:,.0f}", f"{r.plain_img_s:,.0f}",
+         f"{r.ratio:.3f}", f"{r.ratio_low:.3f} – {r.ratio_high:.3f}", f"{r.overhead_ms:.2f}",
+         f"{r.overhead_low:.2f} – {r.overhead_high:.2f}", r.pairs, f"{r.peak_mib:,.0f}"]
         for r in rows
     ]  # fmt: skip
     settings_line = (
@@ -274,7 +275,7 @@ def bench_section(size: Size, models: Sequence[str], datasets: Sequence[str], re
     )
     report.add(
         f"### Bench: framework vs plain PyTorch\n\n{settings_line}\n\n{markdown_table(header, lines)}\n\n"
-        f"`min ratio: {min(r.ratio for r in rows):.3f}`"
+        f"`max overhead: {max(r.overhead_ms for r in rows):.2f} ms/step`, `min ratio: {min(r.ratio for r in rows):.3f}`"
     )
     lowest = min(rows, key=lambda r: r.ratio)
     if lowest.ratio < 0.95 or s.device.type == "cpu":  # on the CPU (--quick) always, so that it stays tested

@@ -256,8 +256,9 @@ def test_step_weights_weigh_the_trained_loss_but_not_val_loss(compose_cfg, model
     cfg = compose_cfg(*overrides, *(["model.warmup_epochs=1"] if model == "rae_gan" else []))
     datamodule, module = data_and_model(cfg)
     first = FirstBatch()
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, callbacks=[first],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, log_every_n_steps=1, limit_val_batches=0, logger=False,
+                        callbacks=[first], enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     with torch.no_grad():  # the same training-mode forward pass as the step's
         expected = (torch.tensor(weights) * hand_step_losses(first.net, first.batch, 2)).sum()

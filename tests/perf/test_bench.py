@@ -46,12 +46,17 @@ def test_quick_run_prints_every_row_and_writes_the_csv(
     assert [r.depth for r in rows] == [0, 2, 0, 2]
     assert all(r.batch == 8 and r.framework_img_s > 0 and r.plain_img_s > 0 for r in rows)
     assert all(0 < r.ratio_low <= r.ratio <= r.ratio_high and r.pairs == 4 for r in rows)  # quick: 4 pairs
+    assert all(r.overhead_low <= r.overhead_ms <= r.overhead_high for r in rows)
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"min ratio: {min(r.ratio for r in rows):.3f}"
+    assert out[-2] == f"max overhead: {max(r.overhead_ms for r in rows):.2f} ms/step"
     assert sum(line.split()[:2] == [d, m] for line in out for d, m in expected) == len(expected)
+    # The default nets are the report's and patch, which takes no 28x28 images: left out for MNIST, in one line.
+    (left_out,) = [line for line in out if "left out" in line]
+    assert left_out.split()[:2] == ["mnist", "patch"] and "model.net.patch=8 must cut" in left_out
 
     (path,) = tmp_path.glob("*.csv")
-    assert out[-2] == f"wrote {path}"
+    assert out[-3] == f"wrote {path}"
     with path.open() as f:
         written = list(csv.DictReader(f))
     assert [(w["dataset"], w["model"]) for w in written] == expected
@@ -59,6 +64,9 @@ def test_quick_run_prints_every_row_and_writes_the_csv(
         assert (w["device"], w["precision"], w["threads"], w["clock"]) == ("cpu", "32-true", "1", "process")
         assert [float(w[k]) for k in ("ratio", "ratio_low", "ratio_high")] == pytest.approx(
             [row.ratio, row.ratio_low, row.ratio_high], rel=1e-3
+        )
+        assert [float(w[k]) for k in ("overhead_ms", "overhead_low", "overhead_high")] == pytest.approx(
+            [row.overhead_ms, row.overhead_low, row.overhead_high], abs=1e-4
         )
         assert int(w["pairs"]) == row.pairs
         assert float(w["peak_mib"]) > 0
@@ -145,6 +153,28 @@ def test_ratio_interval_against_scipy() -> None:
     assert (interval.ratio, interval.low, interval.high) == pytest.approx(np.exp([logs.mean(), low, high]))
     assert interval.pairs == 6
     assert interval.log_half_width == pytest.approx((high - low) / 2)
+
+
+def test_overhead_against_scipy() -> None:
+    """Framework minus plain milliseconds per step: the mean over quadruples of the two pairs' differences, and
+    Student's t interval over them, by scipy."""
+    framework_s, plain_s = [2.0, 1.0, 4.0, 1.0, 2.0, 1.5], [1.0, 0.9, 4.4, 1.2, 1.5, 1.6]
+    steps = 4  # batches a window
+    per_step_ms = (np.array(framework_s) - np.array(plain_s)) * 1000 / steps  # 250, 25, -100, -50, 125, -25
+    quadruples = per_step_ms.reshape(-1, 2).mean(1)  # 137.5, -75, 50
+    low, high = scipy.stats.ttest_1samp(quadruples, 0).confidence_interval(0.95)
+
+    extra = bench.overhead(framework_s, plain_s, steps)
+    assert (extra.ms, extra.low, extra.high) == pytest.approx([quadruples.mean(), low, high])
+    # An order bias cancels here too: the second window of a pair always 0.1 s slower, equal paths.
+    assert bench.overhead([1.0, 1.1, 1.0, 1.1], [1.1, 1.0, 1.1, 1.0], 1).ms == pytest.approx(0.0)
+
+
+def test_a_dataset_no_listed_net_takes_is_refused(hydra_conf: None) -> None:
+    with pytest.raises(
+        UserError, match=r"^no net of bench.nets=\['patch'\] takes the images of bench.datasets=\['mnist'\]$"
+    ):
+        bench.plan(compose("bench", ["bench.device=cpu", "bench.nets=[patch]", "bench.datasets=[mnist]"]).bench)
 
 
 @pytest.mark.parametrize(("noise", "pairs"), [(0.0, bench.MIN_PAIRS), (0.2, 40)])

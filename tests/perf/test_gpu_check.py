@@ -49,8 +49,12 @@ def test_quick_run_writes_a_report_of_every_section(
     trained = [line for line in lines if line.startswith("| ae | ")]
     assert [line.split(" | ")[1] for line in trained] == ["defaults", "channels_last"]
     assert all(line.endswith("| ok |") for line in trained)
-    (bench_row,) = [line for line in lines if line.startswith("| cifar10 | ae | 0 | 8 |")]
-    assert "`min ratio: " in report
+    bench_rows = [line.split(" | ") for line in lines if line.startswith("| cifar10 | ae | ")]
+    assert [row[2:5] for row in bench_rows] == [["report", "0", "8"], ["patch", "0", "8"]]  # the default nets
+    for row in bench_rows:  # what the framework adds per step, within its interval
+        low, high = map(float, row[10].split(" – "))
+        assert low <= float(row[9]) <= high
+    assert "`max overhead: " in report and "`min ratio: " in report
     (sweep_row,) = [line for line in lines if line.startswith("| 1 | 1 | ")]  # jobs_per_gpu 1: one job
     assert sweep_row.endswith("| ok |")
     assert "skipped: fewer than two GPUs (--quick)" in report
