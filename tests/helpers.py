@@ -314,19 +314,6 @@ def run_entry_forked(
     return subprocess.CompletedProcess(argv, status, stdout.read_text(), stderr.read_text())
 
 
-def run_sweep(data_root: Path, out: Path, *overrides: str, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """``python -m recursive_ae_gan.train --multirun`` on the fixtures, without the fixture overrides in ``drop``."""
-    base = [o for o in fixture_overrides(data_root, out) if o.split("=")[0] not in drop]
-    return subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.train", "--multirun", *base, *overrides],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
