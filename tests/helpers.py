@@ -458,3 +458,16 @@ def compose_hydra(*overrides: str) -> DictConfig:
     """``conf/train.yaml`` composed with Hydra's own config (``cfg.hydra``)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+class PixelProjection(nn.Module):
+    """Features in place of Inception for KID and FID (no download): a fixed random projection of the pixels of
+    uint8 ``(B, 3, H, W)`` images to ``dim`` features."""
+
+    def __init__(self, pixels: int = 3 * 28 * 28, dim: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(pixels, dim, generator=generator) / pixels**0.5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1).float().div(255) @ self.weight
