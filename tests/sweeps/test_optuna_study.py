@@ -98,10 +98,11 @@ def test_a_search_whose_every_trial_fails_ends_in_one_line(data_root: Path, tmp_
 
 class Launcher:
     """Hydra's launcher as the sweeper sees it: records each launch, and writes for every job the ``metrics.json``
-    of a run whose value is its ``x``, except for the jobs in ``elsewhere`` (another process trains them)."""
+    of a run whose value is its ``x`` (``failed``: of a failed run), except for the jobs in ``elsewhere`` (another
+    process trains them)."""
 
-    def __init__(self, sweep_dir: Path, elsewhere: tuple[int, ...] = ()) -> None:
-        self.sweep_dir, self.elsewhere = sweep_dir, elsewhere
+    def __init__(self, sweep_dir: Path, elsewhere: tuple[int, ...] = (), failed: tuple[int, ...] = ()) -> None:
+        self.sweep_dir, self.elsewhere, self.failed = sweep_dir, elsewhere, failed
         self.launches: list[tuple[int, list[str]]] = []
 
     def launch(self, job_overrides: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
@@ -110,11 +111,14 @@ class Launcher:
             if job not in self.elsewhere:
                 x = float(overrides[0].split("=")[1])  # x=VALUE, the only parameter
                 (self.sweep_dir / str(job)).mkdir(parents=True)
-                (self.sweep_dir / str(job) / "metrics.json").write_text(json.dumps({"status": "ok", "score": x}))
+                status = "failed" if job in self.failed else "ok"
+                (self.sweep_dir / str(job) / "metrics.json").write_text(json.dumps({"status": status, "score": x}))
         return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED) for o in job_overrides]
 
 
-def sweep(tmp_path: Path, sampler: dict, x: str, n_trials: int, n_jobs: int = 1, **launcher) -> Launcher:
+def sweep(
+    tmp_path: Path, sampler: dict, x: str, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 1.0, **launcher
+) -> Launcher:
     """One run of the sweeper on study ``s`` in ``tmp_path/study.db``, set up as Hydra sets it up."""
     config = DictConfig({"hydra": {"sweeper": {"sampler": sampler}, "sweep": {"dir": str(tmp_path)}}})
     sweeper = StudySweeper(
@@ -124,7 +128,7 @@ def sweep(tmp_path: Path, sampler: dict, x: str, n_trials: int, n_jobs: int = 1,
         study_name="s",
         n_trials=n_trials,
         n_jobs=n_jobs,
-        max_failure_rate=1.0,
+        max_failure_rate=max_failure_rate,
         params=DictConfig({"x": x}),
         custom_search_space=None,
         pruner=None,
@@ -190,3 +194,11 @@ def test_a_damaged_storage_is_one_line_naming_it(tmp_path: Path, storage: str) -
     message = str(refused.value)
     assert message.startswith(f"hydra.sweeper.storage={address} cannot be read (")
     assert message.endswith("; a damaged file?): move it away to start the study anew, or give another storage")
+
+
+def test_a_batch_failing_beyond_max_failure_rate_stops_the_search(tmp_path: Path, caplog) -> None:
+    random = {"_target_": "optuna.samplers.RandomSampler", "seed": 0}
+    launcher = sweep(tmp_path, random, "interval(0, 1)", n_trials=6, n_jobs=2, max_failure_rate=0.5, failed=(2, 3))
+    assert [job for job, _ in launcher.launches] == [0, 2]  # the second batch failed whole: no third
+    assert "2 of 2 trials failed, more than max_failure_rate=0.5: the search stops" in caplog.text
+    assert states(tmp_path) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
