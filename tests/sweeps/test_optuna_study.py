@@ -117,7 +117,14 @@ class Launcher:
 
 
 def sweep(
-    tmp_path: Path, sampler: dict, x: str, n_trials: int, n_jobs: int = 1, max_failure_rate: float = 1.0, **launcher
+    tmp_path: Path,
+    sampler: dict,
+    x: str,
+    n_trials: int,
+    n_jobs: int = 1,
+    max_failure_rate: float = 1.0,
+    custom_search_space: str | None = None,
+    **launcher,
 ) -> Launcher:
     """One run of the sweeper on study ``s`` in ``tmp_path/study.db``, set up as Hydra sets it up."""
     config = DictConfig({"hydra": {"sweeper": {"sampler": sampler}, "sweep": {"dir": str(tmp_path)}}})
@@ -130,7 +137,7 @@ def sweep(
         n_jobs=n_jobs,
         max_failure_rate=max_failure_rate,
         params=DictConfig({"x": x}),
-        custom_search_space=None,
+        custom_search_space=custom_search_space,
         pruner=None,
     )
     sweeper.config, sweeper.launcher, sweeper.sweep_dir = config, Launcher(tmp_path, **launcher), tmp_path
@@ -202,3 +209,17 @@ def test_a_batch_failing_beyond_max_failure_rate_stops_the_search(tmp_path: Path
     assert [job for job, _ in launcher.launches] == [0, 2]  # the second batch failed whole: no third
     assert "2 of 2 trials failed, more than max_failure_rate=0.5: the search stops" in caplog.text
     assert states(tmp_path) == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+
+
+def suggest_depth(cfg: DictConfig, trial: optuna.trial.Trial) -> None:
+    """A ``custom_search_space``: one more parameter, suggested in Python."""
+    trial.suggest_int("model.recursion_depth", 0, 2)
+
+
+def test_a_custom_search_space_adds_its_parameters_to_every_job(tmp_path: Path) -> None:
+    random = {"_target_": "optuna.samplers.RandomSampler", "seed": 0}
+    launcher = sweep(tmp_path, random, "interval(0, 1)", n_trials=2, custom_search_space=f"{__name__}.suggest_depth")
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/study.db").trials
+    assert [overrides for _, overrides in launcher.launches] == [
+        [f"x={t.params['x']} model.recursion_depth={t.params['model.recursion_depth']}"] for t in trials
+    ]
