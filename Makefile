@@ -16,7 +16,8 @@ $(BIN)/activate:
 
 $(VENV)/.installed: pyproject.toml setup.py | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,sweep,mlflow,wandb]'  # CI runs the MLflow and W&B tests too
+	$(BIN)/pip install --quiet -e '.[dev,sweep,mlflow,wandb,fid]' optuna-dashboard  # CI runs every extra's tests
+	$(BIN)/pip check  # the extras and the dashboard users add beside them agree (docs/scaling.md, "Optuna")
 	touch $@
 
 train: $(VENV)/.installed  ## the default run: the report's MNIST autoencoder

@@ -314,19 +314,6 @@ def run_entry_forked(
     return subprocess.CompletedProcess(argv, status, stdout.read_text(), stderr.read_text())
 
 
-def run_sweep(data_root: Path, out: Path, *overrides: str, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """``python -m recursive_ae_gan.train --multirun`` on the fixtures, without the fixture overrides in ``drop``."""
-    base = [o for o in fixture_overrides(data_root, out) if o.split("=")[0] not in drop]
-    return subprocess.run(
-        [sys.executable, "-m", "recursive_ae_gan.train", "--multirun", *base, *overrides],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert process.returncode == 0, process.stderr[-3000:]
     assert "Traceback" not in process.stderr
@@ -471,3 +458,16 @@ def compose_hydra(*overrides: str) -> DictConfig:
     """``conf/train.yaml`` composed with Hydra's own config (``cfg.hydra``)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+class PixelProjection(nn.Module):
+    """Features in place of Inception for KID and FID (no download): a fixed random projection of the pixels of
+    uint8 ``(B, 3, H, W)`` images to ``dim`` features."""
+
+    def __init__(self, pixels: int = 3 * 28 * 28, dim: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(pixels, dim, generator=generator) / pixels**0.5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1).float().div(255) @ self.weight

@@ -104,12 +104,16 @@ def documented_commands() -> list[tuple[str, str, list[str]]]:
 
 
 def first_point(args: list[str]) -> list[str]:
-    """The overrides of the first job of ``args`` (a ``-m`` sweep: every swept key at its first value)."""
+    """The overrides of the first job of ``args`` (a ``-m`` sweep: every swept key at its first value, an
+    interval at its lower end)."""
     point = []
     for text in (a for a in args if a not in ("-m", "--multirun")):
         (override,) = PARSER.parse_overrides([text])
-        swept = override.is_sweep_override()
-        point.append(f"{override.get_key_element()}={next(override.sweep_string_iterator())}" if swept else text)
+        if override.is_interval_sweep():  # an Optuna search's interval: its lower end
+            text = f"{override.get_key_element()}={override.value().start}"
+        elif override.is_sweep_override():
+            text = f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
+        point.append(text)
     return point
 
 

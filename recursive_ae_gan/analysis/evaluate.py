@@ -26,6 +26,7 @@ from recursive_ae_gan.core.atomic import atomic_open, atomic_write
 from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.core.keys import step_key
 from recursive_ae_gan.core.records import RUN_CONFIG_KEYS, read_config
+from recursive_ae_gan.models.feature_distances import feature_network, kid_fid
 from recursive_ae_gan.models.metrics import reported_metrics
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run.callbacks import reconstruction_grid
@@ -34,6 +35,7 @@ from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of
 
 GAME_METRICS = ("fool_rate", "d_fake_mean", "d_auc", "d_balanced_acc")  # adversarial models only
 JUDGE_METRICS = ("judge_acc", "judge_auc", "judge_p")  # the two-sample test of realism
+FEATURE_METRICS = ("kid", "fid")  # kid_fid=default: Inception feature distances
 
 
 def bce_floor(images: torch.Tensor) -> float:
@@ -80,6 +82,8 @@ def evaluate(cfg: DictConfig) -> dict:
     max_depth = trained.default_depth if cfg.eval.max_depth is None else cfg.eval.max_depth
     if max_depth < depth:
         raise UserError(f"eval.max_depth={max_depth} is below the run's model.recursion_depth={depth}; raise it")
+    distances = instantiate(cfg.kid_fid) if cfg.get("kid_fid") is not None else None
+    network = feature_network(distances) if distances is not None else None  # offline: one line, before testing
     datamodule = evaluation_data(run_cfg, trained)
     model = trained.model(max_depth, list(datamodule.image_shape))
     trainer = L.Trainer(
@@ -98,6 +102,8 @@ def evaluate(cfg: DictConfig) -> dict:
         images = {split: datamodule.images(split) for split in ("train", "test")}
         test_cfg = instantiate(cfg.realism)
         tested |= realism(model, images["train"], images["test"], max_depth, test_cfg, judge_accelerator)
+    if distances is not None:
+        tested |= kid_fid(model, datamodule.images("test"), max_depth, distances, network, trainer.strategy.root_device)
     result = {
         "ckpt_path": str(ckpt.resolve()),
         "run_dir": str(run_dir_of(ckpt)),
@@ -117,13 +123,16 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def step_table(result: dict) -> str:
     """One markdown row per recursion step; ``*`` marks the steps the model was trained on. The judge's accuracy
-    shows its 95% interval."""
-    names = [m for m in (*reported_metrics(), *GAME_METRICS, *JUDGE_METRICS) if step_key("test", 0, m) in result]
+    shows its 95% interval, KID its standard deviation over subsets."""
+    metrics = (*reported_metrics(), *GAME_METRICS, *JUDGE_METRICS, *FEATURE_METRICS)
+    names = [m for m in metrics if step_key("test", 0, m) in result]
     rows = []
     for step in range(result["max_depth"] + 1):
         values = {name: format_value(result.get(step_key("test", step, name))) for name in names}
         if "judge_acc" in values and (low := result.get(step_key("test", step, "judge_acc_low"))) is not None:
             values["judge_acc"] += f" [{low:.3f}, {result[step_key('test', step, 'judge_acc_high')]:.3f}]"
+        if "kid" in values:
+            values["kid"] += f" ± {format_value(result[step_key('test', step, 'kid_std')])}"
         rows.append([f"{step}{'*' if step <= result['recursion_depth'] else ''}", *values.values()])
     return markdown_table(["step", *names], rows)
 
@@ -141,6 +150,9 @@ def hydra_main(cfg: DictConfig) -> None:
     if step_key("test", 0, "judge_acc") in result:
         print("judge_acc: a fresh judge's accuracy at telling each step's reconstructions from real test images "
               "[95% interval]; 0.5 is chance, p its one-sided binomial p-value")  # fmt: skip
+    if step_key("test", 0, "fid") in result:
+        print("kid (± its std over subsets), fid: Inception feature distances of each step's reconstructions from "
+              "the real test images; 0: alike (docs/evaluation.md: FID is biased at small n, KID is not)")  # fmt: skip
     print(f"wrote {Path(result['ckpt_path']).parent / 'eval.json'} and eval.png")
 
 

@@ -16,7 +16,8 @@ differ only in their seeds form one group (``runs.group_runs``; the keys it igno
   bars), from ``metrics.json``, or from ``eval.json`` where ``recursive_ae_gan.evaluate`` tested deeper steps;
 - where runs were judged (``evaluate``, or ``realism=default``): ``report_realism.csv``, report.md's realism
   section (the fresh judge's accuracy per group and step over seeds, paired with the baseline) and
-  ``perception_distortion.png`` (judge accuracy against distortion).
+  ``perception_distortion.png`` (judge accuracy against distortion);
+- where ``evaluate kid_fid=default`` measured runs: ``report_kid_fid.csv`` and report.md's KID and FID section.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recursive_ae_gan.analysis.comparisons import COMPARISON_COLUMNS, Baseline, Comparison, compare, compare_realism
+from recursive_ae_gan.analysis.feature_tables import FEATURE_COLUMNS, feature_rows, feature_section
 from recursive_ae_gan.analysis.plots import plot_loss_curves, plot_perception_distortion, plot_test_steps
 from recursive_ae_gan.analysis.realism_tables import REALISM_COLUMNS, realism_rows, realism_section
 from recursive_ae_gan.analysis.runs import (
@@ -234,6 +236,9 @@ def write_report(root: Path, tags: Sequence[str] = (), baseline: str = "model=ae
         _write_csv(root / "report_realism.csv", REALISM_COLUMNS, realism)
         plotted = plot_perception_distortion(groups, root / "perception_distortion.png")
         realism_part.append(realism_section(realism, results.realism_comparisons, plotted))
+    if features := feature_rows(groups):  # evaluate kid_fid=default
+        _write_csv(root / "report_kid_fid.csv", FEATURE_COLUMNS, features)
+        realism_part.append(feature_section(features))
     title = f"# Results: {len(runs)} runs in {len(groups)} groups under {root.resolve()}"
     sections = [
         title + (f", tagged {', '.join(tags)}" if tags else ""),

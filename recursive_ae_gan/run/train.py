@@ -37,6 +37,7 @@ from recursive_ae_gan.run.loggers import check_installed, print_config_tree, rec
 from recursive_ae_gan.sweeps import sweeper_config  # noqa: F401  (registers hydra/sweeper=optuna)
 from recursive_ae_gan.sweeps.gpus import pin_job_to_gpu
 from recursive_ae_gan.sweeps.summary import objective
+from recursive_ae_gan.sweeps.trial import pruned_after, trial_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def train(cfg: DictConfig, automatic: bool = False) -> dict:
             if trainer.is_global_zero:
                 write_metrics(cfg, {"status": err.status, "error": str(err), "tags": list(cfg.tags)})
             raise
+        if (epoch := pruned_after(trainer)) is not None:
+            return prune(cfg, trainer, epoch)
         return finish(cfg, trainer, model, datamodule)
 
 
@@ -114,7 +117,7 @@ def instantiate_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.Lightning
     """The datamodule, the model and the trainer with its callbacks and loggers; the data is loaded after the
     trainer is built (its ranks), before the model, since its image shape sizes the networks."""
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + trial_callbacks(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(
         cfg.trainer, strategy=strategy_for(cfg), callbacks=callbacks, logger=loggers or False
@@ -156,6 +159,17 @@ def finish(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamo
             f"the model collapsed: its test reconstructions vary {variation:.3f}x as much as the inputs "
             f"(threshold collapse_threshold={cfg.collapse_threshold}); try a lower model.lr or another seed"
         )
+    return result
+
+
+def prune(cfg: DictConfig, trainer: L.Trainer, epoch: int) -> dict:
+    """A trial the search's pruner stopped: its result is its last validation, ``"status": "pruned"``; it is not
+    tested (the search judged it on validation only, and its test would cost a pruned trial's time)."""
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    result = {"status": "pruned", "pruned_after_epoch": epoch, "tags": list(cfg.tags)} | dict(sorted(validated.items()))
+    if trainer.is_global_zero:
+        write_metrics(cfg, result)
+    log.info("pruned by the search after epoch %d: %s", epoch, Path(cfg.paths.output_dir, "metrics.json"))
     return result
 
 

@@ -1,5 +1,5 @@
-"""Sweeps at scale: one GPU per job (``gpus``), what a job returns and how a sweep went (``summary``), Optuna
-studies that continue (``sweeper_config``, ``optuna_study``), SLURM requeue (``requeue``)."""
+"""Sweeps at scale: one GPU per job (``gpus``), what a job returns and how a sweep went (``summary``), the Optuna
+sweeper (``sweeper_config``, ``optuna_study``) and a job's side of it (``trial``), SLURM requeue (``requeue``)."""
 
 from recursive_ae_gan.sweeps.summary import SweepSummary
 

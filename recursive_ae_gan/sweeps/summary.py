@@ -73,18 +73,25 @@ def _job_order(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
+FINE = ("ok", "running", "pruned")  # the statuses that do not fail a sweep
+
+
 def summary(sweep_dir: Path, statuses: Mapping[str, str]) -> str:
     """One line: ``5 jobs: 2 ok, 2 failed, 1 running elsewhere (jobs 2, 4: see <sweep_dir>/2/error.log; job 3:
-    left to the process training it)``. A job another process trains is neither ok nor failed yet."""
+    left to the process training it)``. A job another process trains is neither ok nor failed yet; one an Optuna
+    pruner stopped (``pruned``) is counted apart too, after the failed ones (``..., 0 failed, 3 pruned``)."""
     running = [job for job, status in statuses.items() if status == "running"]
-    failed = [job for job, status in statuses.items() if status not in ("ok", "running")]
-    ok = len(statuses) - len(failed) - len(running)
+    pruned = [job for job, status in statuses.items() if status == "pruned"]
+    failed = [job for job, status in statuses.items() if status not in FINE]
+    ok = len(statuses) - len(failed) - len(running) - len(pruned)
     line = f"{len(statuses)} job{'' if len(statuses) == 1 else 's'}: {ok} ok, {len(failed)} failed"
     notes = []
     if failed:
         first = sweep_dir / failed[0]
         see = first / "error.log" if (first / "error.log").is_file() else first
         notes.append(f"{_jobs(failed)}: see {see}")
+    if pruned:
+        line += f", {len(pruned)} pruned"
     if running:
         line += f", {len(running)} running elsewhere"
         notes.append(f"{_jobs(running)}: left to the process training {'it' if len(running) == 1 else 'them'}")
@@ -98,8 +105,9 @@ def _jobs(names: list[str]) -> str:
 class SweepSummary(Callback):
     """When a multirun ends: log how it went, or print it as one ``error:`` line and exit 1 if a job failed.
 
-    A job counts as failed unless its ``metrics.json`` says ``"status": "ok"`` (so collapsed jobs fail too), or
-    another process is training it (the same sweep started twice): that job is its owner's to finish and report,
+    A job counts as failed unless its ``metrics.json`` says ``"status": "ok"`` (so collapsed jobs fail too) or
+    ``pruned`` (an Optuna search stopped it early, on purpose), or another process is training it (the same
+    sweep started twice): that job is its owner's to finish and report,
     and does not fail this command. Hydra turns a callback's exceptions into warnings, so this exits with
     ``SystemExit``, which it lets through; callbacks listed before this one in ``hydra.callbacks`` then miss
     ``on_multirun_end``.
@@ -109,7 +117,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses = job_statuses(sweep_dir)
         line = summary(sweep_dir, statuses)
-        if all(status in ("ok", "running") for status in statuses.values()):
+        if all(status in FINE for status in statuses.values()):
             log.info(line)
             return
         print(f"error: {line}", file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import pickle
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from recursive_ae_gan.analysis.evaluate import bce_floor, evaluate, step_table
+from recursive_ae_gan.analysis.report import write_report
 from recursive_ae_gan.compat import upgrade_old_run_config
 from recursive_ae_gan.core.errors import UserError
 
@@ -270,3 +272,25 @@ def test_evaluate_judges_the_realism_of_every_evaluated_step_unless_told_not_to(
     assert table[2].split(" | ")[table[0].split(" | ").index("judge_acc")].count("[") == 1  # with its interval
     skipped = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "~realism"))
     assert not any("judge" in key for key in skipped)
+
+
+def test_evaluate_measures_kid_and_fid_of_every_step_when_asked(run_dir: Path) -> None:
+    """kid_fid=default on a small feature network in place of Inception (its numbers: test_feature_distances.py)."""
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    features = ("kid_fid=default", "+kid_fid.network._target_=helpers.PixelProjection", "kid_fid.kid_subset_size=16")
+    result = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "~realism", *features))
+    assert json.loads((run_dir / "checkpoints" / "eval.json").read_text()) == result
+    for step in range(4):
+        assert result[f"test/step_{step}/fid"] > 0 and result[f"test/step_{step}/kid_std"] >= 0
+    header, _, *rows = step_table(result).splitlines()
+    columns = header.strip("| ").split(" | ")
+    assert columns[-2:] == ["kid", "fid"] and len(rows) == 4
+    assert all(" ± " in row.strip("| ").split(" | ")[-2] for row in rows)  # KID with its std over subsets
+    write_report(run_dir.parent)  # report reads the eval.json: one run, so its own values
+    with open(run_dir.parent / "report_kid_fid.csv") as table:
+        reported = list(csv.DictReader(table))
+    assert [int(row["step"]) for row in reported] == [0, 1, 2, 3]
+    assert [float(row["kid"]) for row in reported] == pytest.approx([result[f"test/step_{s}/kid"] for s in range(4)])
+    assert [float(row["fid"]) for row in reported] == pytest.approx([result[f"test/step_{s}/fid"] for s in range(4)])
+    assert "## KID and FID" in (run_dir.parent / "report.md").read_text()
+    assert not any(key.endswith(("/kid", "/fid")) for key in evaluate(eval_cfg(ckpt, "eval.max_depth=3", "~realism")))
