@@ -4,17 +4,45 @@ reconstructions from real test images (``models.realism``), over seeds, beside w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 from recursive_ae_gan.analysis.comparisons import Comparison
 from recursive_ae_gan.analysis.runs import Group, dataset_name, judged_steps, run_result, score_metric
 from recursive_ae_gan.analysis.stats import summarize
-from recursive_ae_gan.analysis.tables import markdown_table
+from recursive_ae_gan.analysis.tables import format_value, markdown_table
 
 REALISM_COLUMNS = (
     "group", "dataset", "step", "n", "judge_acc", "judge_acc_std", "judge_acc_low", "judge_acc_high",
     "judge_auc", "distortion", "distortion_metric",
 )  # fmt: skip
+
+
+def panel_table(result: Mapping[str, float]) -> str:
+    """``evaluate``'s table of the realism panel (``models.realism``): one row per step and judge, its test accuracy
+    [95% interval], AUC, own p-value (uncorrected), and for a trained judge its epochs, best epoch and that epoch's
+    validation accuracy, "NOT CONVERGED" where it reached the epoch bound; ``*`` marks each step's strongest judge,
+    whose accuracy is the step's verdict."""
+    rows = []
+    for step in range(int(result["max_depth"]) + 1):
+        prefix = f"test/step_{step}/judge_"
+        names = [m[1] for key in result if (m := re.fullmatch(re.escape(prefix) + r"(\w+)_acc_low", key))]
+        if not names:
+            continue
+        strongest = max(names, key=lambda name: result[f"{prefix}{name}_acc"])
+        for name in names:
+            get = lambda key, name=name: result.get(f"{prefix}{name}_{key}")  # noqa: E731
+            trained = get("epochs") is not None
+            rows.append([
+                step, f"{name}{'*' if name == strongest else ''}",
+                f"{get('acc'):.3f} [{get('acc_low'):.3f}, {get('acc_high'):.3f}]", format_value(get("auc")),
+                format_value(get("p")), int(get("epochs")) if trained else "", int(get("best_epoch")) if trained else "",
+                format_value(get("val_acc")) if trained else "",
+                ("yes" if get("converged") else "NOT CONVERGED") if trained else "",
+            ])  # fmt: skip
+    header = ["step", "judge", "test accuracy [95% interval]", "AUC", "p", "epochs", "best epoch", "val accuracy",
+              "converged"]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def realism_rows(groups: Sequence[Group]) -> list[dict]:
