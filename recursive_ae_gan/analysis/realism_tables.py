@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from recursive_ae_gan.analysis.comparisons import Comparison
 from recursive_ae_gan.analysis.runs import Group, dataset_name, judged_steps, run_result, score_metric
 from recursive_ae_gan.analysis.stats import summarize
-from recursive_ae_gan.analysis.tables import format_value, markdown_table
+from recursive_ae_gan.analysis.tables import markdown_table
 
 REALISM_COLUMNS = (
     "group", "dataset", "step", "n", "judge_acc", "judge_acc_std", "judge_acc_low", "judge_acc_high",
     "judge_auc", "distortion", "distortion_metric",
 )  # fmt: skip
+JUDGE_KEYS = ("acc", "acc_low", "acc_high", "auc", "p", "epochs", "best_epoch", "val_acc", "converged")  # per judge
 
 
 def panel_table(result: Mapping[str, float]) -> str:
@@ -27,19 +28,15 @@ def panel_table(result: Mapping[str, float]) -> str:
     for step in range(int(result["max_depth"]) + 1):
         prefix = f"test/step_{step}/judge_"
         names = [m[1] for key in result if (m := re.fullmatch(re.escape(prefix) + r"(\w+)_acc_low", key))]
-        if not names:
-            continue
-        strongest = max(names, key=lambda name: result[f"{prefix}{name}_acc"])
-        for name in names:
-            get = lambda key, name=name: result.get(f"{prefix}{name}_{key}")  # noqa: E731
-            trained = get("epochs") is not None
-            rows.append([
-                step, f"{name}{'*' if name == strongest else ''}",
-                f"{get('acc'):.3f} [{get('acc_low'):.3f}, {get('acc_high'):.3f}]", format_value(get("auc")),
-                format_value(get("p")), int(get("epochs")) if trained else "", int(get("best_epoch")) if trained else "",
-                format_value(get("val_acc")) if trained else "",
-                ("yes" if get("converged") else "NOT CONVERGED") if trained else "",
-            ])  # fmt: skip
+        judges = {name: {k: result[f"{prefix}{name}_{k}"] for k in JUDGE_KEYS if f"{prefix}{name}_{k}" in result}
+                  for name in names}  # fmt: skip
+        strongest = max(judges, key=lambda name: judges[name]["acc"], default=None)
+        for name, found in judges.items():
+            trained = [int(found["epochs"]), int(found["best_epoch"]), found["val_acc"]] if "epochs" in found else []
+            converged = ["yes" if found["converged"] else "NOT CONVERGED"] if trained else []
+            accuracy = f"{found['acc']:.3f} [{found['acc_low']:.3f}, {found['acc_high']:.3f}]"
+            mark = "*" if name == strongest else ""
+            rows.append([step, name + mark, accuracy, found["auc"], found["p"], *(trained + converged or [""] * 4)])
     header = ["step", "judge", "test accuracy [95% interval]", "AUC", "p", "epochs", "best epoch", "val accuracy",
               "converged"]  # fmt: skip
     return markdown_table(header, rows)
