@@ -18,6 +18,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -164,7 +165,12 @@ def check_realism(node: DictConfig) -> Any:
     check_node(node, "realism")
     for name, judge in (node.get("judges") or {}).items():
         check_node(judge, f"realism.judges.{name}")
-    return instantiate(node)
+    try:
+        return instantiate(node)
+    except InstantiationException as err:  # Hydra wraps the class's own one-line error
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
 
 
 def arguments(target: Callable, own: bool) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
