@@ -83,9 +83,10 @@ def realism_section(rows: Sequence[dict], comparisons: Sequence[Comparison], plo
     plot = "\n\n![judge accuracy against distortion](perception_distortion.png)" if plotted else ""
     return f"""## Realism: can a fresh judge tell?
 
-Per group and recursion step: the accuracy of a fresh judge trained to tell real images from that step's
-reconstructions (`evaluate`, or `realism=default` in training: the classifier two-sample test), as the mean over
-the group's ok runs with its 95% t interval over seeds; 0.5 is chance, 1 is told apart every time. `distortion`
+Per group and recursion step: the verdict of a panel of fresh judges, each trained to convergence to tell real
+images from that step's reconstructions (`evaluate`, or `realism=default` in training: two-sample tests), the
+strongest judge's test accuracy, as the mean over the group's ok runs with its 95% t interval over seeds; 0.5 is
+chance, 1 is told apart every time (a run judged before the panel: its single judge's accuracy). `distortion`
 is the step's mean test loss. The differences with the baseline are paired over seeds (lower: more realistic).
 
 {markdown_table(header, table)}
