@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
+from recursive_ae_gan.analysis.realism_tables import panel_table
 from recursive_ae_gan.analysis.tables import format_value, markdown_table
 from recursive_ae_gan.compat import upgrade_old_run_config
 from recursive_ae_gan.core import console
@@ -31,10 +32,11 @@ from recursive_ae_gan.models.metrics import reported_metrics
 from recursive_ae_gan.models.realism import realism
 from recursive_ae_gan.run.callbacks import reconstruction_grid
 from recursive_ae_gan.run.checkpoints import check_exists
+from recursive_ae_gan.run.config import check_realism
 from recursive_ae_gan.run.trained import Trained, read_trained, run_dir_of
 
 GAME_METRICS = ("fool_rate", "d_fake_mean", "d_auc", "d_balanced_acc")  # adversarial models only
-JUDGE_METRICS = ("judge_acc", "judge_auc", "judge_p")  # the two-sample test of realism
+JUDGE_METRICS = ("judge_acc", "judge_auc", "judge_p", "judge_converged")  # the panel's verdict on realism
 FEATURE_METRICS = ("kid", "fid")  # kid_fid=default: Inception feature distances
 
 
@@ -74,6 +76,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Test ``cfg.ckpt_path`` on steps 0..max_depth; returns what it writes to ``eval.json``."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise UserError("no checkpoint given: add ckpt_path=outputs/runs/X/checkpoints/last.ckpt")
+    test_cfg = check_realism(cfg.realism) if cfg.get("realism") is not None else None  # before any work
     ckpt = Path(cfg.ckpt_path).expanduser()
     check_exists(ckpt)  # before its run directory is looked for
     run_cfg = run_config(ckpt, cfg.data)
@@ -97,10 +100,9 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     L.seed_everything(cfg.eval.seed, verbose=False)  # a stochastic decoder's draws
     (tested,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    if cfg.get("realism") is not None:  # a fresh judge per step: the slow part, with its own progress bar
+    if test_cfg is not None:  # a panel of fresh judges per step: the slow part, a log line per judge
         judge_accelerator = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
         images = {split: datamodule.images(split) for split in ("train", "test")}
-        test_cfg = instantiate(cfg.realism)
         tested |= realism(model, images["train"], images["test"], max_depth, test_cfg, judge_accelerator)
     if distances is not None:
         tested |= kid_fid(model, datamodule.images("test"), max_depth, distances, network, trainer.strategy.root_device)
@@ -148,8 +150,10 @@ def hydra_main(cfg: DictConfig) -> None:
         print(f"discriminator accuracy on real test images: {result['test/d_real_acc']:.4f}; d_auc, d_balanced_acc: "
               "its skill at telling each step from real images, apart from its bias")  # fmt: skip
     if step_key("test", 0, "judge_acc") in result:
-        print("judge_acc: a fresh judge's accuracy at telling each step's reconstructions from real test images "
-              "[95% interval]; 0.5 is chance, p its one-sided binomial p-value")  # fmt: skip
+        print("judge_acc: the panel's verdict, its strongest judge's accuracy at telling each step's reconstructions "
+              "from real test images [95% interval]; 0.5 is chance, judge_p its one-sided p-value Holm-corrected "
+              "over the panel. Each judge:")  # fmt: skip
+        print(panel_table(result))
     if step_key("test", 0, "fid") in result:
         print("kid (± its std over subsets), fid: Inception feature distances of each step's reconstructions from "
               "the real test images; 0: alike (docs/evaluation.md: FID is biased at small n, KID is not)")  # fmt: skip

@@ -4,18 +4,48 @@ reconstructions from real test images (``models.realism``), over seeds, beside w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from recursive_ae_gan.analysis.comparisons import Comparison
 from recursive_ae_gan.analysis.runs import Group, dataset_name, judged_steps, run_result, score_metric
 from recursive_ae_gan.analysis.stats import summarize
 from recursive_ae_gan.analysis.tables import markdown_table
-from recursive_ae_gan.core.keys import step_key
+from recursive_ae_gan.core.keys import parse_step_key, step_key
 
 REALISM_COLUMNS = (
     "group", "dataset", "step", "n", "judge_acc", "judge_acc_std", "judge_acc_low", "judge_acc_high",
     "judge_auc", "distortion", "distortion_metric",
 )  # fmt: skip
+JUDGE_KEYS = ("acc", "acc_low", "acc_high", "auc", "p", "epochs", "best_epoch", "val_acc", "converged")  # per judge
+
+
+def panel_table(result: Mapping[str, float]) -> str:
+    """``evaluate``'s table of the realism panel (``models.realism``): one row per step and judge, its test accuracy
+    [95% interval], AUC, own p-value (uncorrected), and for a trained judge its epochs, best epoch and that epoch's
+    validation accuracy, "NOT CONVERGED" where it reached the epoch bound; ``*`` marks each step's strongest judge,
+    whose accuracy is the step's verdict."""
+    rows = []
+    for step in range(int(result["max_depth"]) + 1):
+        parsed = [parse_step_key(key) for key in result]  # in the result's order: the panel's
+        names = [
+            k.name.removeprefix("judge_").removesuffix("_acc_low")
+            for k in parsed
+            if k and (k.split, k.step) == ("test", step) and k.name.startswith("judge_") and k.name.endswith("_acc_low")
+        ]
+        judges = {}
+        for name in names:
+            keys = {k: step_key("test", step, f"judge_{name}_{k}") for k in JUDGE_KEYS}
+            judges[name] = {k: result[key] for k, key in keys.items() if key in result}
+        strongest = max(judges, key=lambda name: judges[name]["acc"], default=None)
+        for name, found in judges.items():
+            trained = [int(found["epochs"]), int(found["best_epoch"]), found["val_acc"]] if "epochs" in found else []
+            converged = ["yes" if found["converged"] else "NOT CONVERGED"] if trained else []
+            accuracy = f"{found['acc']:.3f} [{found['acc_low']:.3f}, {found['acc_high']:.3f}]"
+            mark = "*" if name == strongest else ""
+            rows.append([step, name + mark, accuracy, found["auc"], found["p"], *(trained + converged or [""] * 4)])
+    header = ["step", "judge", "test accuracy [95% interval]", "AUC", "p", "epochs", "best epoch", "val accuracy",
+              "converged"]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def realism_rows(groups: Sequence[Group]) -> list[dict]:
@@ -59,9 +89,10 @@ def realism_section(rows: Sequence[dict], comparisons: Sequence[Comparison], plo
     plot = "\n\n![judge accuracy against distortion](perception_distortion.png)" if plotted else ""
     return f"""## Realism: can a fresh judge tell?
 
-Per group and recursion step: the accuracy of a fresh judge trained to tell real images from that step's
-reconstructions (`evaluate`, or `realism=default` in training: the classifier two-sample test), as the mean over
-the group's ok runs with its 95% t interval over seeds; 0.5 is chance, 1 is told apart every time. `distortion`
+Per group and recursion step: the verdict of a panel of fresh judges, each trained to convergence to tell real
+images from that step's reconstructions (`evaluate`, or `realism=default` in training: two-sample tests), the
+strongest judge's test accuracy, as the mean over the group's ok runs with its 95% t interval over seeds; 0.5 is
+chance, 1 is told apart every time (a run judged before the panel: its single judge's accuracy). `distortion`
 is the step's mean test loss. The differences with the baseline are paired over seeds (lower: more realistic).
 
 {markdown_table(header, table)}

@@ -7,7 +7,7 @@ returns one logit per image, (B,), and mixes no images, so one call on a concate
 calls; an override that cannot build for the data's shape is a one-line ``UserError``.
 """
 
-from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvClassifier, ConvDiscriminator
+from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvClassifier, ConvDiscriminator, HighPassClassifier
 from recursive_ae_gan.networks.paper import (
     Cifar10Autoencoder,
     MLPDiscriminator,
@@ -21,6 +21,7 @@ __all__ = [
     "ConvAutoencoder",
     "ConvClassifier",
     "ConvDiscriminator",
+    "HighPassClassifier",
     "MLPDiscriminator",
     "MnistAutoencoder",
     "PatchAutoencoder",

@@ -18,7 +18,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hydra.utils import get_object
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -70,6 +71,10 @@ RANGES: dict[str, Check] = {
     "update_every_n_steps": at_least(1),
     "update_starting_at_step": at_least(0),
     "epochs": at_least(1),
+    "max_epochs": at_least(1),
+    "min_epochs": at_least(0),
+    "patience": at_least(1),
+    "val_fraction": ((lambda v: 0 < v < 1), "in (0, 1)"),
 }
 TRAINER_RANGES: dict[str, Check] = {
     "accelerator": ((lambda v: not isinstance(v, str) or v in ACCELERATORS), f"one of {', '.join(ACCELERATORS)}"),
@@ -111,7 +116,7 @@ def check(cfg: DictConfig) -> None:
     for group in ("data", "model", "trainer"):
         check_node(cfg[group], group)
     if cfg.get("realism") is not None:
-        check_node(cfg.realism, "realism")
+        check_realism(cfg.realism)
     for group in ("callbacks", "logger"):
         for name, node in (cfg.get(group) or {}).items():
             check_node(node, f"{group}.{name}")
@@ -151,6 +156,21 @@ def check_node(node: DictConfig, key: str) -> None:
             test, expected = ranges[name]
             if not test(value):
                 raise UserError(f"{full}={_show(value)}: expected {expected}")
+
+
+def check_realism(node: DictConfig) -> Any:
+    """The ``realism`` config checked like any node, each of its judges too, then built: what ties its settings
+    together (``min_epochs`` <= ``max_epochs``, at least one judge) its class checks itself. Returns the built
+    config (``models.realism.RealismTest``)."""
+    check_node(node, "realism")
+    for name, judge in (node.get("judges") or {}).items():
+        check_node(judge, f"realism.judges.{name}")
+    try:
+        return instantiate(node)
+    except InstantiationException as err:  # Hydra wraps the class's own one-line error
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
 
 
 def arguments(target: Callable, own: bool) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from recursive_ae_gan.analysis.evaluate import bce_floor, evaluate, step_table
+from recursive_ae_gan.analysis.realism_tables import panel_table
 from recursive_ae_gan.analysis.report import write_report
 from recursive_ae_gan.compat import upgrade_old_run_config
 from recursive_ae_gan.core.errors import UserError
@@ -128,6 +129,8 @@ def test_evaluate_rejects_bad_input(run_dir: Path, tmp_path: Path) -> None:
         evaluate(eval_cfg(f"ckpt_path={ckpt}", "eval.max_depth=1"))
     with pytest.raises(UserError, match="no checkpoint given"):
         evaluate(eval_cfg())
+    with pytest.raises(UserError, match=r"realism\.epochs=-1: expected >= 1"):  # before the checkpoint is looked for
+        evaluate(eval_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}", "realism.epochs=-1"))
 
 
 def test_cli_reports_a_missing_checkpoint_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
@@ -262,14 +265,26 @@ def test_evaluate_runs_trained_with_the_docs_own_data_config(data_root: Path, tm
 
 def test_evaluate_judges_the_realism_of_every_evaluated_step_unless_told_not_to(run_dir: Path) -> None:
     ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
-    result = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "realism.epochs=2"))
+    result = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "realism.min_epochs=1", "realism.max_epochs=2",
+                               "realism.patience=1"))  # fmt: skip
     for step in range(4):
         low, acc, high = (result[f"test/step_{step}/judge_{m}"] for m in ("acc_low", "acc", "acc_high"))
         assert 0 <= low <= acc <= high <= 1 and 0 <= result[f"test/step_{step}/judge_auc"] <= 1
+        judges = {name: result[f"test/step_{step}/judge_{name}_acc"] for name in ("conv", "patchgan", "highpass", "nn")}
+        assert acc == max(judges.values())  # the verdict: the strongest judge's
+        for name in ("conv", "patchgan", "highpass"):
+            epochs, best = (
+                result[f"test/step_{step}/judge_{name}_epochs"],
+                result[f"test/step_{step}/judge_{name}_best_epoch"],
+            )
+            assert 1 <= best <= epochs <= 2 and 0 <= result[f"test/step_{step}/judge_{name}_val_acc"] <= 1
         assert 0 <= result[f"test/step_{step}/d_auc"] <= 1 and 0 <= result[f"test/step_{step}/d_balanced_acc"] <= 1
     table = step_table(result).splitlines()
     assert "judge_acc" in table[0] and "d_auc" in table[0]
     assert table[2].split(" | ")[table[0].split(" | ").index("judge_acc")].count("[") == 1  # with its interval
+    panel = panel_table(result).splitlines()
+    assert len(panel) == 2 + 4 * 4 and sum("*" in row for row in panel[2:]) == 4  # a row per judge, one strongest
+    assert all(row.endswith(("| yes |", "| NOT CONVERGED |", "|  |")) for row in panel[2:])
     skipped = evaluate(eval_cfg(ckpt, "eval.max_depth=3", "~realism"))
     assert not any("judge" in key for key in skipped)
 

@@ -19,6 +19,7 @@ from recursive_ae_gan.networks import (
     Cifar10Autoencoder,
     ConvAutoencoder,
     ConvDiscriminator,
+    HighPassClassifier,
     MLPDiscriminator,
     MnistAutoencoder,
     PatchAutoencoder,
@@ -314,3 +315,19 @@ def test_the_patch_decoders_noise_has_the_second_moments_of_the_residual_tiles()
     assert torch.equal(net.train()(images), torch.logit(net.mean(images)))  # training fits the mean alone
     plain = PatchAutoencoder((3, 16, 16), patch=4, code_channels=8)
     assert "noise_basis" not in plain.state_dict() and "noise_basis" in net.state_dict()  # old checkpoints load
+
+
+@pytest.mark.parametrize("image_shape", [(1, 28, 28), (3, 32, 32), (3, 5, 7)])
+def test_the_high_pass_judge_maps_images_to_one_logit_and_sees_the_residual(image_shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    judge = HighPassClassifier(image_shape, widths=[4, 8])
+    x = torch.rand(5, *image_shape)
+    assert judge(x).shape == (5,)
+    torch.testing.assert_close(judge(torch.cat([x, 1 - x])), torch.cat([judge(x), judge(1 - x)]))  # mixes no images
+    flat = torch.full((1, *image_shape), 0.5)
+    seen = []
+    judge.features[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    judge(flat)
+    assert seen[0].shape[1] == 2 * image_shape[0] and not seen[0].any()  # a flat grey image: no residual, centred
+    with pytest.raises(UserError, match=r"realism\.judges\.highpass\.widths=\[0\]"):
+        HighPassClassifier(image_shape, widths=[0])

@@ -108,6 +108,15 @@ CONFIG_ERRORS = [
     (["+callbacks.grid.num_images=3"], r"callbacks\.grid=\{'num_images': 3\} has no _target_"),
     (["callbacks.reconstruction_grid.num_images=many"], r"callbacks\.reconstruction_grid\.num_images='many'"),
     (["logger.tensorboard.default_hp_metric=maybe"], r"logger\.tensorboard\.default_hp_metric='maybe'"),
+    # Every realism setting, before any work (Lightning read realism.epochs=-1 as no limit: a judge forever).
+    (["realism=default", "realism.epochs=-1"], r"realism\.epochs=-1: expected >= 1"),
+    (["realism=default", "realism.max_epochs=0"], r"realism\.max_epochs=0: expected >= 1"),
+    (["realism=default", "realism.min_epochs=400"], r"realism\.min_epochs=400 is above realism\.max_epochs=300"),
+    (["realism=default", "realism.patience=0"], r"realism\.patience=0: expected >= 1"),
+    (["realism=default", "realism.val_fraction=1.5"], r"realism\.val_fraction=1\.5: expected in \(0, 1\)"),
+    (["realism=default", "realism.bf16=maybe"], r"realism\.bf16='maybe': expected true or false"),
+    (["realism=default", "realism.judges.conv.widths=[8,x]"], r"realism\.judges\.conv\.widths=\[8, 'x'\]"),
+    (["realism=default", "+realism.judges.highpass.depth=3"], r"realism\.judges\.highpass\.depth is not an arg"),
 ]
 
 
@@ -120,5 +129,6 @@ def test_config_check_names_key_value_and_expectation(compose_cfg, overrides: li
 
 def test_the_shipped_configs_pass_the_check(compose_cfg) -> None:
     for overrides in (["model=ae"], ["model=rae_gan"], ["data=cifar10", "model=rae"], ["experiment=cifar10_rae_gan"],
-                      ["model=ae_gan", "model/discriminator=conv", "model/net=conv"], ["trainer=ddp"]):  # fmt: skip
+                      ["model=ae_gan", "model/discriminator=conv", "model/net=conv"], ["trainer=ddp"],
+                      ["realism=default"]):  # fmt: skip
         check(compose_cfg(*overrides))

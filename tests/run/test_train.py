@@ -224,7 +224,9 @@ def test_gpu_indices_count_as_lightning_parses_them() -> None:
 
 def test_realism_after_training_judges_every_trained_step(compose_cfg, tmp_path: Path) -> None:
     """``realism=default``: after the test, a fresh judge per trained step; its verdicts go into metrics.json."""
-    judge = ["realism=default", "realism.epochs=2", "realism/judge=mlp", "realism.judge.hidden=[32,16,8]"]
+    judge = ["realism=default", "realism.min_epochs=1", "realism.max_epochs=2", "realism.patience=1",
+             "~realism/judge@realism.judges.patchgan", "realism/judge@realism.judges.highpass=mlp",
+             "realism.judges.highpass.hidden=[32,16,8]"]  # fmt: skip
     cfg = compose_cfg("model=rae", "model.recursion_depth=1", "trainer.max_epochs=1", "collapse_threshold=0", *judge)
     result = train(cfg)
     for step in (0, 1):
