@@ -4,6 +4,7 @@ reconstructions from real test images (``models.realism``), over seeds, beside w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from recursive_ae_gan.analysis.comparisons import Comparison
@@ -16,6 +17,7 @@ REALISM_COLUMNS = (
     "group", "dataset", "step", "n", "judge_acc", "judge_acc_std", "judge_acc_low", "judge_acc_high",
     "judge_auc", "distortion", "distortion_metric",
 )  # fmt: skip
+JUDGE_ACC_LOW = re.compile(r"judge_(\w+)_acc_low")  # a judge's metric name: judge_NAME_acc_low
 JUDGE_KEYS = ("acc", "acc_low", "acc_high", "auc", "p", "epochs", "best_epoch", "val_acc", "converged")  # per judge
 
 
@@ -26,12 +28,9 @@ def panel_table(result: Mapping[str, float]) -> str:
     whose accuracy is the step's verdict."""
     rows = []
     for step in range(int(result["max_depth"]) + 1):
-        parsed = [parse_step_key(key) for key in result]  # in the result's order: the panel's
-        names = [
-            k.name.removeprefix("judge_").removesuffix("_acc_low")
-            for k in parsed
-            if k and (k.split, k.step) == ("test", step) and k.name.startswith("judge_") and k.name.endswith("_acc_low")
-        ]
+        # each judge NAME of the panel has judge_NAME_acc_low; the step's verdict (judge_acc_low) has no NAME
+        keys = [k for k in map(parse_step_key, result) if k and (k.split, k.step) == ("test", step)]  # in order
+        names = [match[1] for k in keys if (match := JUDGE_ACC_LOW.fullmatch(k.name))]
         judges = {}
         for name in names:
             keys = {k: step_key("test", step, f"judge_{name}_{k}") for k in JUDGE_KEYS}
