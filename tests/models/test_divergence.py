@@ -123,7 +123,7 @@ def test_a_non_finite_buffer_with_finite_losses_also_stops_the_run(compose_cfg, 
 def test_a_non_finite_gradient_raises_the_flag_that_adam_reads_without_a_host_read(
     bad: float | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``guard_step``: one non-finite gradient raises the flag (torch's public ``get_total_norm``, inf norm), which
+    """``guard_step``: one non-finite gradient raises the flag (torch's public ``get_total_norm``, L2 norm), which
     becomes the optimizer's ``found_inf``; nothing, torch's own code included, reads a tensor on the host."""
     net = torch.nn.Linear(3, 2)
     guard = DivergenceGuard(net, torch.device("cpu"))
