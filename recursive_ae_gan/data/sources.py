@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import importlib
 import logging
-import traceback
-from collections.abc import Iterator, Sequence
+import pickle
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import CIFAR10, CIFAR100, STL10, VisionDataset
+from torchvision.datasets import CIFAR10, CIFAR100, MNIST, STL10, VisionDataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from recursive_ae_gan.core.errors import UserError, first_line
 from recursive_ae_gan.data.decoding import convert, to_uint8
@@ -239,17 +240,35 @@ def _not_found(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "not found" in str(err).lower()
 
 
-def _file_being_read(err: BaseException, root: Path) -> str | None:
-    """The file under ``root`` that a failing torchvision reader was reading: a path among its frames' locals.
+def _unpickle(path: Path) -> object:
+    with path.open("rb") as file:
+        return pickle.load(file, encoding="latin1")  # as CIFAR10 reads its batches
 
-    torchvision's readers (MNIST's ``read_sn3_pascalvincent_tensor``, CIFAR10's unpickling) raise without the path
-    (an ``EOFError``, a shape mismatch); naming it from where they read would mean rewriting their readers."""
-    found = None
-    for frame, _ in traceback.walk_tb(err.__traceback__):
-        for value in frame.f_locals.values():
-            if isinstance(value, str | Path) and Path(value).is_file() and root in Path(value).resolve().parents:
-                found = str(value)
-    return found
+
+def _reads(cls: type[VisionDataset], root: Path, split: dict) -> list[tuple[Path, Callable[[Path], object]]]:
+    """The files ``cls`` reads under ``root`` for ``split``, each with the torchvision reader it reads it with: for
+    MNIST's family and CIFAR's, whose readers raise without the path (an ``EOFError``, a shape mismatch)."""
+    train = split.get("train", True)
+    if issubclass(cls, MNIST) and cls._load_data is MNIST._load_data:  # QMNIST and EMNIST read other files
+        raw, prefix = root / cls.__name__ / "raw", "train" if train else "t10k"
+        return [
+            (raw / f"{prefix}-images-idx3-ubyte", read_image_file),
+            (raw / f"{prefix}-labels-idx1-ubyte", read_label_file),
+        ]
+    if issubclass(cls, CIFAR10):
+        return [(root / cls.base_folder / name, _unpickle) for name, _ in (cls.train_list if train else cls.test_list)]
+    return []
+
+
+def damaged_file(cls: type[VisionDataset], root: Path, split: dict) -> Path | None:
+    """The first of the files ``cls`` reads for ``split`` that its torchvision reader fails on, read again here to name
+    it: torchvision's own failure does not."""
+    for path, read in _reads(cls, root, split):
+        try:
+            read(path)
+        except Exception:  # whatever the reader raises, this is the file it cannot read
+            return path
+    return None
 
 
 def _construct(cls: type[VisionDataset], root: Path, split: dict, download: bool) -> VisionDataset:
@@ -264,7 +283,7 @@ def open_dataset(path: str, root: Path, split: dict, verify: bool, download: boo
         return _construct(read, root, split, download=False)
     except Exception as err:  # torchvision readers raise many kinds; each is classified below
         if not _not_found(err):
-            where = getattr(err, "filename", None) or _file_being_read(err, root) or root
+            where = getattr(err, "filename", None) or damaged_file(cls, root, split) or root
             raise UserError(
                 f"cannot read {name} from {where}: {first_line(err)} (a truncated or corrupt file?); delete the "
                 f"damaged files and set data.download=true, or point data.root to a good copy"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import shutil
 import struct
 import zlib
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from recursive_ae_gan.data.sources import (
     TooManyPixels,
     TorchvisionItems,
     UnverifiedCIFAR10,
+    damaged_file,
     open_dataset,
     read_all,
     unverified,
@@ -270,3 +272,26 @@ def test_verify_false_leaves_classes_without_md5_sums_as_they_are_and_refuses_ot
     assert unverified(MNIST) is MNIST and unverified(CIFAR10) is UnverifiedCIFAR10
     with pytest.raises(UserError, match=r"SVHN checks its files its own way: set data.verify=true"):
         unverified(SVHN)
+
+
+@pytest.mark.parametrize(
+    ("cls", "split", "damaged"),
+    [
+        (MNIST, {"train": False}, "MNIST/raw/t10k-labels-idx1-ubyte"),
+        (MNIST, {"train": True}, "MNIST/raw/train-images-idx3-ubyte"),
+        (CIFAR10, {"train": False}, "cifar-10-batches-py/test_batch"),
+        (CIFAR10, {"train": True}, "cifar-10-batches-py/data_batch_1"),
+    ],
+)
+def test_a_damaged_file_is_named_by_reading_it_again(
+    data_root: Path, tmp_path: Path, cls: type, split: dict, damaged: str
+) -> None:
+    """torchvision's readers fail without the path; the file is found by reading the split's files again."""
+    root = tmp_path / "copy"
+    shutil.copytree(data_root, root)
+    assert damaged_file(cls, root, split) is None
+    file = root / damaged
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    assert damaged_file(cls, root, split) == file
+    with pytest.raises(UserError, match=f"cannot read {cls.__name__} from {file}: "):
+        open_dataset(f"torchvision.datasets.{cls.__name__}", root, split, verify=False, download=False)
