@@ -6,6 +6,8 @@
   way, and run identity (``run.identity``) reads an old and a new path as the same setting (``current_target``).
 - Old run configs: runs from before the data package and shape-built networks named their dataset and networks
   by name (``upgrade_old_run_config``).
+- Old command lines: ``GROUP=null`` (``logger=null``, ``realism=null``) for "no config of this group", a spelling
+  Hydra itself refused from 1.1 on, is read as Hydra's ``~GROUP`` (``null_group_overrides``).
 - Old checkpoints: those from before ``model._convert_=all`` hold OmegaConf objects in their hyperparameters, which
   ``torch.load(weights_only=True)`` refuses; a run directory of this package's models is trusted to unpickle in
   full (``unpickle_in_full``).
@@ -72,6 +74,23 @@ def install() -> None:
     """Make the old module names importable (once per interpreter)."""
     if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):
         sys.meta_path.append(MovedModules())
+
+
+def null_group_overrides(args: list[str], conf_dir: str) -> list[str]:
+    """``args`` with each ``GROUP=null`` (a config group of ``conf_dir`` set to null: no config of that group) as
+    Hydra's ``~GROUP``, with a ``DeprecationWarning`` naming it. Hydra refuses null as a group's choice ("Config
+    group override must be a string or a list") and reads its command line only from ``sys.argv``, so the command
+    reads the old spelling before Hydra does; nothing else on the command line changes."""
+
+    current = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if value == "null" and Path(conf_dir, key).is_dir():
+            warnings.warn(f"{arg} is deprecated: write ~{key} (Hydra's removal of a config group)",
+                          DeprecationWarning, stacklevel=2)  # fmt: skip
+            arg = f"~{key}"
+        current.append(arg)
+    return current
 
 
 def current_target(path: str) -> str:

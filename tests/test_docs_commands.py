@@ -29,7 +29,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import recursive_ae_gan.run.train  # noqa: F401  (registers the resolvers the launcher configs use)
-from recursive_ae_gan.core.console import null_groups_as_deletions
 from recursive_ae_gan.perf.bench import plan
 from recursive_ae_gan.run.config import check
 
@@ -163,8 +162,7 @@ def test_the_docs_show_commands_and_their_data_configs() -> None:
 
 @pytest.mark.parametrize(("entry", "args"), [c[1:] for c in COMMANDS], ids=[c[0] for c in COMMANDS])
 def test_a_documented_command_composes_to_what_it_says(user_configs: Path, entry: str, args: list[str]) -> None:
-    # As the command line takes them: a group set to null is no config of that group (core.console).
-    overrides = null_groups_as_deletions([o for o in first_point(args) if not o.startswith("hydra.searchpath=")])
+    overrides = [o for o in first_point(args) if not o.startswith("hydra.searchpath=")]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(
             ENTRY_CONFIGS[entry], [*overrides, f"hydra.searchpath=[file://{user_configs}]"], return_hydra_config=True

@@ -108,7 +108,7 @@ def test_a_new_step_metric_is_logged_printed_by_evaluate_and_tabulated_by_report
             assert f"val/step_{step}/mae" in result
 
         printed = ok(run_entry_forked("evaluate", tmp_path / "eval", f"ckpt_path={run}/checkpoints/last.ckpt",
-                                      "eval.accelerator=cpu", "eval.max_depth=1", "realism=null")).stdout  # fmt: skip
+                                      "eval.accelerator=cpu", "eval.max_depth=1", "~realism")).stdout  # fmt: skip
         header, _, step0, *_ = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("|")]
         column = [c.strip() for c in header].index("mae")
         evaluated = json.loads((run / "checkpoints" / "eval.json").read_text())

@@ -23,6 +23,7 @@ from hydra.errors import HydraException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
+from recursive_ae_gan.compat import null_group_overrides
 from recursive_ae_gan.core.errors import WriteFailed, refused_write, user_error, write_failed
 
 # The configs, as an absolute path: the entry points then work however they are started (python -m, an
@@ -82,10 +83,12 @@ class LogFile(logging.FileHandler):
 
 def quiet() -> None:
     """Silence third-party noise, each by its exact message: Lightning's advertisements ("💡 Tip: ..."), its
-    own use of a torch API that torch 2.14 deprecates, and its advice to add workers to in-memory loaders."""
+    own use of a torch API that torch 2.14 deprecates, and its advice to add workers to in-memory loaders; and show
+    the package's own deprecations (an old spelling on the command line), which Python hides outside ``__main__``."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("💡 Tip: For seamless cloud"))
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"recursive_ae_gan\.")
 
 
 # What moves a training run to another folder: said after a write that the filesystem refused there.
@@ -124,24 +127,10 @@ def one_line_errors(remedy: str | None = None) -> Iterator[None]:
         raise
 
 
-def null_groups_as_deletions(args: list[str]) -> list[str]:
-    """``logger=null`` (any config group of ``conf/`` set to null) as ``~logger``: no config of that group.
-
-    Hydra refuses null as a group's choice ("Config group override must be a string or a list") and spells
-    "none" as a deletion; this lets the YAML spelling mean the same.
-    """
-
-    def rewrite(arg: str) -> str:
-        key, _, value = arg.partition("=")
-        return f"~{key}" if value == "null" and os.path.isdir(os.path.join(CONF_DIR, key)) else arg
-
-    return [rewrite(arg) for arg in args]
-
-
 def run(entry: Callable[[], object], remedy: str | None = None) -> None:
     """Run a ``@hydra.main`` entry point: a quiet console, and bad input as one ``error:`` line."""
     quiet()
-    sys.argv[1:] = null_groups_as_deletions(sys.argv[1:])
+    sys.argv[1:] = null_group_overrides(sys.argv[1:], CONF_DIR)  # old command lines' GROUP=null (compat)
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and _OURS not in os.environ:
         entry()  # the user asked for Hydra's full tracebacks
         return
