@@ -113,6 +113,7 @@ class RecursiveAutoencoder(L.LightningModule):
         self.epoch_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.training_log = TrainingLog()
         self.divergence: DivergenceGuard | None = None  # made on the device at each fit's start
+        self.check_every = CHECK_EVERY["cpu"]  # batches between reads of its flag: set for the device there too
         self.metrics = nn.ModuleDict(
             {split: nn.ModuleList(step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
         )
@@ -163,6 +164,9 @@ class RecursiveAutoencoder(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.divergence = DivergenceGuard(self, self.device)  # on the device, with the restored buffers
+        self.check_every = (
+            self.hparams.divergence_check_every or CHECK_EVERY["cpu" if self.device.type == "cpu" else "gpu"]
+        )
 
     def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
         """Flag ``loss`` on the device if it is not finite: the next optimizer step, and every later one,
@@ -175,8 +179,7 @@ class RecursiveAutoencoder(L.LightningModule):
         self.divergence.guard_step(optimizer)  # non-finite gradients also raise the flag
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        every = self.hparams.divergence_check_every or CHECK_EVERY["cpu" if self.device.type == "cpu" else "gpu"]
-        if (batch_idx + 1) % every == 0:
+        if (batch_idx + 1) % self.check_every == 0:
             self.stop_if_diverged()
         # Lightning's own test of its cadence (log_every_n_steps, a stopping fit): its loggers take the step's
         # values exactly then. No public API says it; tests/models/test_logged_values.py pins the points.
