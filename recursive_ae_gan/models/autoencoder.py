@@ -169,14 +169,15 @@ class RecursiveAutoencoder(L.LightningModule):
         )
 
     def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
-        """Flag ``loss`` on the device if it is not finite: the next optimizer step, and every later one,
-        is skipped (``on_before_optimizer_step``), and the run stops when the flag is next read."""
+        """Note ``loss`` for the divergence check: the next optimizer step checks it with its gradients on the device
+        (``on_before_optimizer_step``); if it is not finite, that step and every later one is skipped, and the run
+        stops when the flag is next read."""
         if self.divergence is None:  # a training step called outside fit
             self.divergence = DivergenceGuard(self, self.device)
         self.divergence.check_loss(loss, what, self.current_epoch, batch_idx, self.global_step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.divergence.guard_step(optimizer)  # non-finite gradients also raise the flag
+        self.divergence.guard_step(optimizer)  # the step's losses and gradients, checked on the device
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (batch_idx + 1) % self.check_every == 0:
