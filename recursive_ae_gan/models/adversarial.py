@@ -113,7 +113,8 @@ class AdversarialAutoencoder(RecursiveAutoencoder):
         d_stats = self.discriminator_step(opt_d, x, fakes, batch_idx)
         loss, g_loss = self.autoencoder_step(opt_ae, rec_loss, fakes, batch_idx)
         self.balance.update(self.adv_weights, d_stats["train/fool_rate"])
-        game = {"train/rec_loss": rec_loss, "train/g_loss": g_loss, "train/adv_weight": self.adv_weights}
+        # A copy of the weights: the policy moves the buffer in place next batch, before this one's are summed.
+        game = {"train/rec_loss": rec_loss, "train/g_loss": g_loss, "train/adv_weight": self.adv_weights.clone()}
         self.record(rec_per_step, loss, game | d_stats)
 
     def discriminator_step(self, opt_d, x: torch.Tensor, fakes: torch.Tensor, batch_idx: int) -> Values:

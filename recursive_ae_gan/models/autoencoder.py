@@ -113,6 +113,7 @@ class RecursiveAutoencoder(L.LightningModule):
         self.epoch_losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
         self.training_log = TrainingLog()
         self.divergence: DivergenceGuard | None = None  # made on the device at each fit's start
+        self.check_every = CHECK_EVERY["cpu"]  # batches between reads of its flag: set for the device there too
         self.metrics = nn.ModuleDict(
             {split: nn.ModuleList(step_metrics() for _ in range(self.eval_depth + 1)) for split in ("val", "test")}
         )
@@ -163,20 +164,23 @@ class RecursiveAutoencoder(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.divergence = DivergenceGuard(self, self.device)  # on the device, with the restored buffers
+        self.check_every = (
+            self.hparams.divergence_check_every or CHECK_EVERY["cpu" if self.device.type == "cpu" else "gpu"]
+        )
 
     def check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
-        """Flag ``loss`` on the device if it is not finite: the next optimizer step, and every later one,
-        is skipped (``on_before_optimizer_step``), and the run stops when the flag is next read."""
+        """Note ``loss`` for the divergence check: the next optimizer step checks it with its gradients on the device
+        (``on_before_optimizer_step``); if it is not finite, that step and every later one is skipped, and the run
+        stops when the flag is next read."""
         if self.divergence is None:  # a training step called outside fit
             self.divergence = DivergenceGuard(self, self.device)
         self.divergence.check_loss(loss, what, self.current_epoch, batch_idx, self.global_step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.divergence.guard_step(optimizer)  # non-finite gradients also raise the flag
+        self.divergence.guard_step(optimizer)  # the step's losses and gradients, checked on the device
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        every = self.hparams.divergence_check_every or CHECK_EVERY["cpu" if self.device.type == "cpu" else "gpu"]
-        if (batch_idx + 1) % every == 0:
+        if (batch_idx + 1) % self.check_every == 0:
             self.stop_if_diverged()
         # Lightning's own test of its cadence (log_every_n_steps, a stopping fit): its loggers take the step's
         # values exactly then. No public API says it; tests/models/test_logged_values.py pins the points.

@@ -72,6 +72,7 @@ DEVICE_DEFAULTS = {
 }
 # bench.quick=true: a smoke run of every row in seconds, for the test suite.
 QUICK = {"batch_sizes": [8], "num_images": 32, "warmup_steps": 1, "windows": 4, "window_images": 8}
+Update = Callable[[torch.optim.Optimizer, torch.Tensor], None]  # one optimizer step of a loss
 MIN_PAIRS = 20  # a row's interval rests on at least 10 quadruples (fewer where bench.windows caps it lower)
 
 
@@ -96,6 +97,7 @@ class Plan:
     threads: int | None
     clock: str
     seed: int
+    floor: bool
     out_dir: Path
 
 
@@ -274,10 +276,23 @@ class PlainLoop:
             with self.autocast:
                 self.step(x)
 
-    def step(self, x: torch.Tensor) -> None:
-        m = self.m
-        logits = recurse(self.net, x, m.recursion_depth)  # (S, B, C, H, W)
-        loss = reconstruction_losses(logits, x, self.loss_name).sum()
+    def reconstruction(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of steps 0..k ``(S, B, C, H, W)`` and their reconstruction loss, summed over the steps."""
+        logits = recurse(self.net, x, self.m.recursion_depth)
+        return logits, reconstruction_losses(logits, x, self.loss_name).sum()
+
+    @staticmethod
+    def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimizer step of ``loss``."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def step(self, x: torch.Tensor, update: Update | None = None) -> None:
+        """One batch; ``update(optimizer, loss)`` takes each optimizer step (``PlainLoop.update``, or
+        ``LightningFloor``'s through Lightning)."""
+        update = update or self.update
+        logits, loss = self.reconstruction(x)
         if self.adversarial:
             fakes = torch.sigmoid(logits)
             steps, batch = fakes.shape[:2]
@@ -285,15 +300,11 @@ class PlainLoop:
             fake_logits = d_logits[batch:].view(steps, batch)
             rates = fool_rates(fake_logits.detach())
             if self.balance.discriminator_steps(fake_logits.detach()):
-                self.opt_d.zero_grad(set_to_none=True)
-                self.game_loss.discriminator(d_logits[:batch], fake_logits).backward()
-                self.opt_d.step()
+                update(self.opt_d, self.game_loss.discriminator(d_logits[:batch], fake_logits))
             self.disc.requires_grad_(False)  # the autoencoder's step needs no gradients for D's weights
             g_per_step = self.game_loss.generator(self.disc(fakes.flatten(0, 1)).view(steps, batch))
             loss = loss + (self.adv_weights * g_per_step).mean()
-        self.opt_ae.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_ae.step()
+        update(self.opt_ae, loss)
         if self.adversarial:
             self.disc.requires_grad_(True)
             self.balance.update(self.adv_weights, rates)
@@ -302,6 +313,39 @@ class PlainLoop:
         """Keyed as the LightningModule's ``state_dict()``."""
         state = {f"{name}.{k}": v for name, module in self.modules.items() for k, v in module.state_dict().items()}
         return state | ({"adv_weights": self.adv_weights} if self.adversarial else {})
+
+
+class LightningFloor(L.LightningModule):
+    """The plain loop's step in a bare LightningModule, fitted by the same Trainer: what Lightning's own loop, hooks,
+    optimizer wrappers and batch transfer cost per step (``bench.floor``), apart from what the project adds.
+
+    Optimized as the project's modules are: automatically without the game (Lightning calls zero_grad, backward and
+    step), by hand with ``self.optimizers()`` and ``manual_backward`` in the game. Its weights are ``plain``'s.
+    """
+
+    def __init__(self, plain: PlainLoop) -> None:
+        super().__init__()
+        self.plain = plain
+        self.nets = torch.nn.ModuleDict(plain.modules)  # Lightning's train mode and device moves reach them
+        self.automatic_optimization = not plain.adversarial
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        if self.automatic_optimization:
+            return self.plain.reconstruction(x)[1]
+        wrapped = dict(zip((self.plain.opt_ae, self.plain.opt_d), self.optimizers(), strict=True))
+
+        def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+            optimizer = wrapped[optimizer]
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+
+        self.plain.step(x, update)
+        return None
+
+    def configure_optimizers(self):
+        plain = self.plain
+        return [plain.opt_ae, plain.opt_d] if plain.adversarial else plain.opt_ae
 
 
 class Interleave(L.Callback):
@@ -402,6 +446,9 @@ class Row:
     overhead_high: float
     pairs: int
     peak_mib: float
+    floor_ms: float | None = None  # LightningFloor minus plain (bench.floor): Lightning's own share of the overhead
+    floor_low: float | None = None
+    floor_high: float | None = None
 
 
 def train_config(s: Plan, dataset: str, model: str, batch_size: int, net: str = "report") -> DictConfig:
@@ -434,12 +481,18 @@ def train_config(s: Plan, dataset: str, model: str, batch_size: int, net: str = 
     return compose(config_name="train", overrides=overrides)
 
 
-def run_both(cfg: DictConfig, timer: Callable[[PlainLoop], Interleave]) -> tuple[L.LightningModule, Interleave]:
-    """Fit the composed LightningModule with a real Trainer, the plain loop interleaved by ``timer(plain)``."""
+def run_both(
+    cfg: DictConfig, timer: Callable[[PlainLoop], Interleave], floor: bool = False
+) -> tuple[L.LightningModule, Interleave]:
+    """Fit the composed LightningModule (``floor``: a ``LightningFloor``) with a real Trainer, the plain loop
+    interleaved by ``timer(plain)``."""
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    torch.manual_seed(cfg.seed)  # as train(): the weights are seeded right before the model is built
-    model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
+    if floor:
+        model = LightningFloor(PlainLoop(cfg))
+    else:
+        torch.manual_seed(cfg.seed)  # as train(): the weights are seeded right before the model is built
+        model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
     interleave = timer(PlainLoop(cfg))
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[interleave])
     trainer.fit(model, datamodule=datamodule)
@@ -466,10 +519,11 @@ def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) ->
         torch.compiler.reset()
     sync = torch.cuda.synchronize if cuda else lambda: None
     steps = max(1, s.window_images // batch_size)
-    _, timed = run_both(
-        cfg,
-        lambda plain: Interleave(plain, s.warmup_steps, s.windows, steps, sync, CLOCKS[s.clock], s.ci_half_width),
-    )
+
+    def timer(plain: PlainLoop) -> Interleave:
+        return Interleave(plain, s.warmup_steps, s.windows, steps, sync, CLOCKS[s.clock], s.ci_half_width)
+
+    _, timed = run_both(cfg, timer)
     if cuda:
         peak = torch.cuda.max_memory_allocated(s.device) / 2**20
     else:  # the process's peak so far (Linux reports KiB): it cannot be reset per row
@@ -478,9 +532,16 @@ def measure_row(s: Plan, dataset: str, net: str, model: str, cfg: DictConfig) ->
     extra = overhead(timed.framework_s, timed.plain_s, steps)
     images = interval.pairs * steps * batch_size
     framework, plain = (images / sum(times) for times in (timed.framework_s, timed.plain_s))
+    floor = None
+    if s.floor:  # the same row again, LightningFloor in place of the project's module
+        if s.compile:
+            torch.compiler.reset()
+        _, bare = run_both(cfg, timer, floor=True)
+        floor = overhead(bare.framework_s, bare.plain_s, steps)
     return Row(
         dataset, model, net, cfg.model.recursion_depth, batch_size, framework, plain,
         interval.ratio, interval.low, interval.high, extra.ms, extra.low, extra.high, interval.pairs, peak,
+        *((floor.ms, floor.low, floor.high) if floor else ()),
     )  # fmt: skip
 
 
@@ -499,7 +560,8 @@ def measure_rows(s: Plan) -> list[Row]:
     """Time every row; print each as it ends."""
     print(
         f"{'dataset':8} {'model':8} {'net':13} {'depth':>5} {'batch':>6} {'framework img/s':>16} {'plain img/s':>12} "
-        f"{'ratio':>6} {'95% interval':>13} {'+ms/step':>8} {'95% interval':>13} {'pairs':>5} {'peak MiB':>9}",
+        f"{'ratio':>6} {'95% interval':>13} {'+ms/step':>8} {'95% interval':>13} {'pairs':>5} {'peak MiB':>9}"
+        + (f" {'floor +ms':>9} {'95% interval':>13}" if s.floor else ""),
         flush=True,
     )
     rows = []
@@ -516,7 +578,8 @@ def measure_rows(s: Plan) -> list[Row]:
                         f"{dataset:8} {model:8} {net:13} {row.depth:>5} {batch_size:>6} {row.framework_img_s:>16,.0f} "
                         f"{row.plain_img_s:>12,.0f} {row.ratio:>6.3f} {row.ratio_low:>6.3f}-{row.ratio_high:<6.3f} "
                         f"{row.overhead_ms:>8.2f} {row.overhead_low:>6.2f}-{row.overhead_high:<6.2f} "
-                        f"{row.pairs:>5} {row.peak_mib:>9,.0f}",
+                        f"{row.pairs:>5} {row.peak_mib:>9,.0f}"
+                        + (f" {row.floor_ms:>9.2f} {row.floor_low:>6.2f}-{row.floor_high:<6.2f}" if s.floor else ""),
                         flush=True,
                     )
     return rows

@@ -123,8 +123,9 @@ def test_a_non_finite_buffer_with_finite_losses_also_stops_the_run(compose_cfg, 
 def test_a_non_finite_gradient_raises_the_flag_that_adam_reads_without_a_host_read(
     bad: float | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``guard_step``: one non-finite gradient raises the flag (torch's public ``get_total_norm``, L2 norm), which
-    becomes the optimizer's ``found_inf``; nothing, torch's own code included, reads a tensor on the host."""
+    """``guard_step``: one non-finite gradient raises the flag (its sum is not finite, nor the sum of the step's
+    loss and every gradient's sum), which becomes the optimizer's ``found_inf``; nothing, torch's own code included,
+    reads a tensor on the host. The read names the gradients."""
     net = torch.nn.Linear(3, 2)
     guard = DivergenceGuard(net, torch.device("cpu"))
     optimizer = torch.optim.Adam(net.parameters())
@@ -139,4 +140,10 @@ def test_a_non_finite_gradient_raises_the_flag_that_adam_reads_without_a_host_re
             reads.setattr(torch.Tensor, name, refuse)
         guard.guard_step(optimizer)
     assert optimizer.found_inf is guard.flag and float(guard.flag) == (bad is not None)
-    assert (guard.first_failure() is None) == (bad is None)
+    failure = guard.first_failure()
+    assert (failure is None) == (bad is None)
+    if bad is not None:
+        assert (
+            failure == "the gradients of the training loss are not finite (the loss is 0.5) at epoch 0, batch 0 "
+            "(global step 0)"
+        )

@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from recursive_ae_gan.models.training_log import TrainingLog
+
 EPOCHS, BATCHES = 2, 4  # the fixture's 64 training images in batches of 16
 MODELS = {
     "ae": ["model=ae"],
@@ -65,16 +67,27 @@ class ValidatedNets(L.Callback):
             self.nets.append(copy.deepcopy(pl_module.net))
 
 
+class AdvWeights(L.Callback):
+    """The game's adversarial weights after each training batch (the policy moves them in place every batch)."""
+
+    def __init__(self) -> None:
+        self.weights: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, *args) -> None:
+        if hasattr(pl_module, "adv_weights"):
+            self.weights.append(pl_module.adv_weights.clone())
+
+
 def logged_fit(compose_cfg: Callable[..., DictConfig], model: str, every: int):
     """A seeded fit of ``EPOCHS`` epochs with validation, then a test, logging every ``every`` batches."""
     cfg = compose_cfg(*MODELS[model], f"trainer.max_epochs={EPOCHS}", f"trainer.log_every_n_steps={every}")
     datamodule, module = data_and_model(cfg)
-    recorder, validated = Recorder(), ValidatedNets()
-    trainer = instantiate(cfg.trainer, logger=recorder, callbacks=[validated], enable_checkpointing=False)
+    recorder, validated, weights = Recorder(), ValidatedNets(), AdvWeights()
+    trainer = instantiate(cfg.trainer, logger=recorder, callbacks=[validated, weights], enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
     progress_bar = dict(trainer.progress_bar_metrics)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return recorder, validated.nets, module, datamodule, progress_bar
+    return recorder, validated.nets, module, datamodule, progress_bar, weights.weights
 
 
 def hand_loss(net: torch.nn.Module, images: torch.Tensor, depth: int) -> float:
@@ -91,9 +104,12 @@ def hand_loss(net: torch.nn.Module, images: torch.Tensor, depth: int) -> float:
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_logged_points_and_epoch_means(compose_cfg, model: str) -> None:
-    every_step, _, module, datamodule, _ = logged_fit(compose_cfg, model, every=1)
-    cadenced, validated_nets, cadenced_module, _, progress_bar = logged_fit(compose_cfg, model, every=3)
+def test_logged_points_and_epoch_means(compose_cfg, model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    every_step, _, module, datamodule, _, adv_weights = logged_fit(compose_cfg, model, every=1)
+    # The cadenced fit also folds its batches' values into the epoch's sums within the epoch (after batch 3 of 4),
+    # not only at its end: its means must not change.
+    monkeypatch.setattr(TrainingLog, "FOLD_EVERY", 3)
+    cadenced, validated_nets, cadenced_module, _, progress_bar, _ = logged_fit(compose_cfg, model, every=3)
     depth, game = module.depth, model.endswith("gan")
     per_step_keys = {"train/loss_step", *(f"train/step_{i}/rec_loss" for i in range(depth + 1) if depth)}
 
@@ -129,6 +145,10 @@ def test_logged_points_and_epoch_means(compose_cfg, model: str) -> None:
                 total = values["train/rec_loss"] + values["train/g_loss"]
                 assert values["train/loss_epoch"] == pytest.approx(total, rel=1e-5)
                 assert 0 <= values["train/d_real_acc"] <= 1 and values["train/d_frozen"] in (0.0, 1.0)
+                # Each batch's weights as the policy left them then, though it moves them in place every batch.
+                batches = torch.stack(adv_weights[epoch * BATCHES : (epoch + 1) * BATCHES])
+                for i, weight in enumerate(batches.mean(0).tolist()):
+                    assert values[f"train/step_{i}/adv_weight"] == pytest.approx(weight, rel=1e-6)
             assert set(values) == {"train/loss_epoch", "epoch"} | game_keys
 
     # Validation after every epoch and the test: every metric's key once, the loss as computed by hand.

@@ -72,25 +72,54 @@ def test_quick_run_prints_every_row_and_writes_the_csv(
         assert float(w["peak_mib"]) > 0
 
 
-@pytest.mark.parametrize(("dataset", "model"), [("mnist", "rae_gan"), ("cifar10", "ae")])
-def test_plain_loop_trains_exactly_like_the_framework(hydra_conf: None, dataset: str, model: str) -> None:
+@pytest.mark.parametrize(
+    ("dataset", "model", "floor"),
+    [("mnist", "rae_gan", False), ("cifar10", "ae", False), ("mnist", "rae_gan", True), ("cifar10", "ae", True)],
+)
+def test_plain_loop_trains_exactly_like_the_framework(hydra_conf: None, dataset: str, model: str, floor: bool) -> None:
     """Same weights after the same batches, interleaved in one fit as the bench runs them: the ratio compares
-    the same work."""
+    the same work. So does ``LightningFloor``, the plain loop's step inside Lightning (``bench.floor``)."""
     s = bench.plan(compose("bench", ["bench.quick=true", "bench.device=cpu"]).bench)
     cfg = bench.train_config(s, dataset, model, batch_size=8)
     torch.manual_seed(cfg.seed)
     initial = instantiate(cfg.model, image_shape=list(bench.SHAPES[dataset])).state_dict()
 
     # One warm-up batch, then two windows of two batches: 5 batches of each path, over 2 epochs of 4 batches.
-    module, timed = bench.run_both(cfg, lambda plain: bench.Interleave(plain, 1, 2, 2, sync=lambda: None))
+    module, timed = bench.run_both(cfg, lambda plain: bench.Interleave(plain, 1, 2, 2, sync=lambda: None), floor)
 
     assert timed.batches == 5 and len(timed.framework_s) == len(timed.plain_s) == 2
-    framework, plain = module.state_dict(), timed.plain.state_dict()
+    assert isinstance(module, bench.LightningFloor) == floor
+    framework, plain = (module.plain if floor else module).state_dict(), timed.plain.state_dict()
     assert framework.keys() == plain.keys()
     torch.testing.assert_close(plain, framework)
     trained = [k for k in initial if not torch.equal(initial[k], framework[k])]
     assert any(k.startswith("net.") for k in trained)
     assert any(k.startswith("discriminator.") for k in trained) == model.endswith("gan")
+
+
+def test_the_floor_column(hydra_conf: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench.floor=true``: every row also times ``LightningFloor`` against the plain loop; its ms per step are
+    printed and written beside the framework's (the same arithmetic, ``bench.overhead``)."""
+    overrides = [
+        "bench.quick=true",
+        "bench.datasets=[mnist]",
+        "bench.nets=[report]",
+        "bench.models=[ae]",
+        "bench.device=cpu",
+    ]
+    rows = bench.benchmark(compose("bench", [*overrides, "bench.floor=true", f"bench.out_dir={tmp_path}"]))
+
+    (row,) = rows
+    assert row.floor_low <= row.floor_ms <= row.floor_high
+    out = capsys.readouterr().out.splitlines()
+    header, line = [line for line in out if line.split()[0] in ("dataset", "mnist")]
+    assert header.split()[-4:] == ["floor", "+ms", "95%", "interval"]
+    assert line.split()[-2:] == [f"{row.floor_ms:.2f}", f"{row.floor_low:.2f}-{row.floor_high:.2f}"]
+    with next(tmp_path.glob("*.csv")).open() as f:
+        (written,) = csv.DictReader(f)
+    assert [float(written[k]) for k in ("floor_ms", "floor_low", "floor_high")] == pytest.approx(
+        [row.floor_ms, row.floor_low, row.floor_high], abs=1e-4
+    )
 
 
 class CountingPlainLoop:
