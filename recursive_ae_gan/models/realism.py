@@ -59,8 +59,16 @@ class RealismTest:
     bf16: bool = True  # autocast the judge to bfloat16 (faster on CPUs and GPUs that have it)
     seed: int = 0  # the split, each judge's weights, its draws of real or reconstructed, the test's assignment
     epochs: int | None = None  # deprecated: a fixed number of epochs (min_epochs = max_epochs = epochs)
+    judge: NetSpec | None = None  # deprecated: ``realism/judge=X``, the single judge before the panel: the conv slot's
 
     def __post_init__(self) -> None:
+        if self.judge is not None:
+            warnings.warn(
+                f"realism/judge=X is deprecated (here X builds {self.judge.get('_target_')}): the single judge before "
+                "the panel now takes the panel's conv judge's place; write realism/judge@realism.judges.conv=X",
+                DeprecationWarning, stacklevel=3,
+            )  # fmt: skip
+            object.__setattr__(self, "judges", {**self.judges, "conv": self.judge})
         if self.epochs is not None:
             warnings.warn(
                 f"realism.epochs={self.epochs} is deprecated: it sets realism.min_epochs=realism.max_epochs="

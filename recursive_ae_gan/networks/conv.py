@@ -1,5 +1,5 @@
 """Convolutional networks for any image size: ``model/net=conv``, ``model/discriminator=conv`` and the realism judge
-``realism/judge=conv``, each built from the data's ``image_shape``.
+``realism/judge@realism.judges.conv=conv``, each built from the data's ``image_shape``.
 
 ``ConvAutoencoder`` generalises the report's CIFAR10 net: per stage a size-keeping 3x3 conv and a halving 4x4/2
 conv, the norm and LeakyReLU(0.2) after every hidden layer, a conv or Linear code, and an exact mirror whose
@@ -163,7 +163,7 @@ class ConvDiscriminator(nn.Module):
 class ConvClassifier(nn.Module):
     """A small image classifier: 4x4/stride-2 convs (a layer halves only while the map is at least 2x2) with
     LeakyReLU(0.2), then a Linear layer on the flattened map to one logit per image; images in [0, 1] are centred
-    to [-1, 1] first. The realism test's default judge (``realism/judge=conv``)."""
+    to [-1, 1] first. The realism panel's conv judge (``realism.judges.conv``)."""
 
     def __init__(self, image_shape: Sequence[int], widths: Sequence[int] = (32, 64, 128)) -> None:
         super().__init__()
@@ -189,7 +189,7 @@ class HighPassClassifier(nn.Module):
     image minus its 3x3 box blur, scaled up: the grain and the seams a smooth or blocky reconstruction gets wrong)
     enter a size-keeping 3x3 conv, then 4x4/stride-2 convs (halving while the map is at least 2x2) and a 3x3 conv,
     each with LeakyReLU(0.2), then global average pooling (a tell anywhere in the image counts alike) and a Linear
-    layer to one logit. The realism panel's strongest trained judge (``realism/judge=highpass``)."""
+    layer to one logit. The realism panel's strongest trained judge (``realism.judges.highpass``)."""
 
     HIGH_PASS_GAIN = 8.0  # the residual of 8-bit images is a few hundredths: brought to the image's scale
 
