@@ -210,6 +210,14 @@ class HighPassClassifier(nn.Module):
         self.head = nn.Linear(c_in, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blurred = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        inputs = torch.cat([x * 2 - 1, (x - blurred) * self.HIGH_PASS_GAIN], dim=1)  # (B, 2C, H, W)
+        inputs = torch.cat([x * 2 - 1, (x - box_blur(x)) * self.HIGH_PASS_GAIN], dim=1)  # (B, 2C, H, W)
         return self.head(self.features(inputs).mean(dim=(2, 3))).squeeze(1)  # (B,) logits
+
+
+def box_blur(x: torch.Tensor) -> torch.Tensor:
+    """The 3x3 box blur of images ``(B, C, H, W)``, edges replicated, as two separable 3-tap sums: ``avg_pool2d``
+    gives the same values but is 4x slower on the judges' channels-last images of 3 channels (a tenth of the
+    high-pass judge's training time), and a conv would be autocast to bfloat16, too coarse for the residual."""
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    rows = padded[..., :-2] + padded[..., 1:-1] + padded[..., 2:]  # (B, C, H + 2, W)
+    return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) / 9
