@@ -229,8 +229,9 @@ def train_judge(judge: Judge, fit: tuple[torch.Tensor, torch.Tensor], val: tuple
         epoch += 1
         fake = shown_as_fake(n, test_cfg.seed * 1_000_003 + epoch)
         shown, real = pick(*fit, fake), (~fake).float().to(judge.device)
-        for batch in torch.randperm(n, generator=generator).split(test_cfg.batch_size):
-            loss = nn.functional.binary_cross_entropy_with_logits(judge(shown[batch]), real[batch.to(judge.device)])
+        order = torch.randperm(n, generator=generator).to(judge.device)  # on a GPU: one copy an epoch, not a batch
+        for batch in order.split(test_cfg.batch_size):
+            loss = nn.functional.binary_cross_entropy_with_logits(judge(shown[batch]), real[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
