@@ -59,7 +59,7 @@ class RealismTest:
     bf16: bool = True  # autocast the judge to bfloat16 (faster on CPUs and GPUs that have it)
     seed: int = 0  # the split, each judge's weights, its draws of real or reconstructed, the test's assignment
     epochs: int | None = None  # deprecated: a fixed number of epochs (min_epochs = max_epochs = epochs)
-    judge: NetSpec | None = None  # deprecated: ``realism/judge=X``, the single judge before the panel: the conv slot's
+    judge: NetSpec | None = None  # deprecated: ``realism/judge=X`` (the one judge before the panel) sets judges.conv
 
     def __post_init__(self) -> None:
         if self.judge is not None:
