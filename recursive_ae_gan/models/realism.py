@@ -59,8 +59,16 @@ class RealismTest:
     bf16: bool = True  # autocast the judge to bfloat16 (faster on CPUs and GPUs that have it)
     seed: int = 0  # the split, each judge's weights, its draws of real or reconstructed, the test's assignment
     epochs: int | None = None  # deprecated: a fixed number of epochs (min_epochs = max_epochs = epochs)
+    judge: NetSpec | None = None  # deprecated: ``realism/judge=X`` (the one judge before the panel) sets judges.conv
 
     def __post_init__(self) -> None:
+        if self.judge is not None:
+            warnings.warn(
+                f"realism/judge=X is deprecated (here X builds {self.judge.get('_target_')}): the single judge before "
+                "the panel now takes the panel's conv judge's place; write realism/judge@realism.judges.conv=X",
+                DeprecationWarning, stacklevel=3,
+            )  # fmt: skip
+            object.__setattr__(self, "judges", {**self.judges, "conv": self.judge})
         if self.epochs is not None:
             warnings.warn(
                 f"realism.epochs={self.epochs} is deprecated: it sets realism.min_epochs=realism.max_epochs="
@@ -221,8 +229,9 @@ def train_judge(judge: Judge, fit: tuple[torch.Tensor, torch.Tensor], val: tuple
         epoch += 1
         fake = shown_as_fake(n, test_cfg.seed * 1_000_003 + epoch)
         shown, real = pick(*fit, fake), (~fake).float().to(judge.device)
-        for batch in torch.randperm(n, generator=generator).split(test_cfg.batch_size):
-            loss = nn.functional.binary_cross_entropy_with_logits(judge(shown[batch]), real[batch.to(judge.device)])
+        order = torch.randperm(n, generator=generator).to(judge.device)  # on a GPU: one copy an epoch, not a batch
+        for batch in order.split(test_cfg.batch_size):
+            loss = nn.functional.binary_cross_entropy_with_logits(judge(shown[batch]), real[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

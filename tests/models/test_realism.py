@@ -27,6 +27,7 @@ from recursive_ae_gan.models.realism import (
     split,
     verdict,
 )
+from recursive_ae_gan.run.config import check_realism
 
 TINY = {
     "conv": {"_target_": "recursive_ae_gan.networks.ConvClassifier", "widths": [8, 16]},
@@ -141,6 +142,20 @@ def test_bad_settings_are_one_line_errors() -> None:
     with pytest.warns(DeprecationWarning, match="realism.epochs=45 is deprecated"):
         fixed = RealismTest(judges=TINY, epochs=45)
     assert (fixed.min_epochs, fixed.max_epochs) == (45, 45)
+
+
+def test_the_single_judge_s_old_override_still_composes_as_the_conv_judge_s_with_a_deprecation_warning(
+    compose_cfg,
+) -> None:
+    """``realism/judge=X`` (before the panel: the judge is X) composes the real config and replaces the conv judge,
+    as ``realism/judge@realism.judges.conv=X`` does, naming that spelling in its warning."""
+    renamed = check_realism(compose_cfg("realism=default", "realism/judge@realism.judges.conv=highpass").realism)
+    new_spelling = r"realism/judge=X is deprecated.*realism/judge@realism\.judges\.conv=X"
+    with pytest.warns(DeprecationWarning, match=new_spelling):
+        old = check_realism(compose_cfg("realism=default", "realism/judge=highpass").realism)
+    assert old.judges == renamed.judges
+    assert list(old.judges) == ["conv", "patchgan", "highpass"]
+    assert old.judges["conv"]["_target_"] == "recursive_ae_gan.networks.HighPassClassifier"
 
 
 def test_the_nearest_neighbour_test_against_a_hand_computation() -> None:

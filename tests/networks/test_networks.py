@@ -25,6 +25,7 @@ from recursive_ae_gan.networks import (
     PatchAutoencoder,
     report_autoencoder,
 )
+from recursive_ae_gan.networks.conv import box_blur
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64), (3, 96, 96), (1, 48, 48), (3, 40, 56)]
@@ -331,3 +332,15 @@ def test_the_high_pass_judge_maps_images_to_one_logit_and_sees_the_residual(imag
     assert seen[0].shape[1] == 2 * image_shape[0] and not seen[0].any()  # a flat grey image: no residual, centred
     with pytest.raises(UserError, match=r"realism\.judges\.highpass\.widths=\[0\]"):
         HighPassClassifier(image_shape, widths=[0])
+
+
+def test_the_high_pass_judges_box_blur_is_the_3x3_mean_with_replicated_edges() -> None:
+    """Against torch's 3x3 average pooling of the edge-replicated images, in both memory layouts, and by hand at a
+    corner: the mean of (the corner 4 times, its two neighbours twice each, the diagonal once)."""
+    images = torch.rand(4, 3, 9, 7, generator=torch.Generator().manual_seed(0))
+    expected = nn.functional.avg_pool2d(nn.functional.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.testing.assert_close(box_blur(images.contiguous(memory_format=layout)), expected)
+    x = images[0, 0]
+    corner = (4 * x[0, 0] + 2 * x[0, 1] + 2 * x[1, 0] + x[1, 1]) / 9
+    torch.testing.assert_close(box_blur(images)[0, 0, 0, 0], corner)
