@@ -66,14 +66,14 @@ class RealismTest:
             warnings.warn(
                 f"realism/judge=X is deprecated (here X builds {self.judge.get('_target_')}): the single judge before "
                 "the panel now takes the panel's conv judge's place; write realism/judge@realism.judges.conv=X",
-                DeprecationWarning, stacklevel=3,
+                DeprecationWarning, stacklevel=2,  # this module: core.console shows it
             )  # fmt: skip
             object.__setattr__(self, "judges", {**self.judges, "conv": self.judge})
         if self.epochs is not None:
             warnings.warn(
                 f"realism.epochs={self.epochs} is deprecated: it sets realism.min_epochs=realism.max_epochs="
                 f"{self.epochs}, a judge of fixed length; give those (or leave them: the judge then trains to "
-                "convergence)", DeprecationWarning, stacklevel=3,
+                "convergence)", DeprecationWarning, stacklevel=2,  # this module: core.console shows it
             )  # fmt: skip
             object.__setattr__(self, "min_epochs", self.epochs)
             object.__setattr__(self, "max_epochs", self.epochs)
