@@ -16,6 +16,7 @@ import logging
 import math
 import resource
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -495,7 +496,11 @@ def run_both(
         model = instantiate(cfg.model, image_shape=list(datamodule.image_shape))
     interleave = timer(PlainLoop(cfg))
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[interleave])
-    trainer.fit(model, datamodule=datamodule)
+    with warnings.catch_warnings():
+        # LightningFloor has no validation_step, and the bench validates nothing: Lightning's note that it skips
+        # the datamodule's validation loader says nothing here.
+        warnings.filterwarnings("ignore", message="You passed in a `val_dataloader` but have no `validation_step`")
+        trainer.fit(model, datamodule=datamodule)
     return model, interleave
 
 
