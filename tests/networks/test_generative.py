@@ -82,7 +82,7 @@ def test_bad_settings_are_one_line_errors(make, says: str) -> None:
 
 def test_the_generative_experiment_composes_and_fits_on_the_fixtures(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(
-        "experiment=cifar10_rae_gan_generative", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "experiment=cifar10_rae_gan_generative_tuned", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "collapse_threshold=0", "logger=csv",
     )  # fmt: skip
     assert cfg.model.net._target_.endswith("GenerativeAutoencoder")

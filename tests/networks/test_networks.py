@@ -263,7 +263,7 @@ def test_conv_discriminator_spectral_norm_on_every_conv_when_asked(spectral_norm
 
 def test_every_config_file_builds() -> None:
     files = {(p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name in ("net", "discriminator")}
-    # patch, mnist_tuned, generative: experiment=*_tuned and cifar10_rae_gan_generative
+    # patch, mnist_tuned, generative: experiment=*_tuned
     nets = {("net", n) for n in ("report", "conv", "patch", "mnist_tuned", "generative")}
     discriminators = {("discriminator", n) for n in ("mlp", "conv", "classifier", "highpass")}
     assert files == nets | discriminators
