@@ -8,6 +8,7 @@ calls; an override that cannot build for the data's shape is a one-line ``UserEr
 """
 
 from recursive_ae_gan.networks.conv import ConvAutoencoder, ConvClassifier, ConvDiscriminator, HighPassClassifier
+from recursive_ae_gan.networks.generative import GenerativeAutoencoder
 from recursive_ae_gan.networks.paper import (
     Cifar10Autoencoder,
     MLPDiscriminator,
@@ -21,6 +22,7 @@ __all__ = [
     "ConvAutoencoder",
     "ConvClassifier",
     "ConvDiscriminator",
+    "GenerativeAutoencoder",
     "HighPassClassifier",
     "MLPDiscriminator",
     "MnistAutoencoder",

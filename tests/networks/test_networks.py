@@ -264,8 +264,10 @@ def test_conv_discriminator_spectral_norm_on_every_conv_when_asked(spectral_norm
 
 def test_every_config_file_builds() -> None:
     files = {(p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name in ("net", "discriminator")}
-    nets = {("net", n) for n in ("report", "conv", "patch", "mnist_tuned")}  # patch, mnist_tuned: experiment=*_tuned
-    assert files == nets | {("discriminator", "mlp"), ("discriminator", "conv"), ("discriminator", "classifier")}
+    # patch, mnist_tuned, generative: experiment=*_tuned
+    nets = {("net", n) for n in ("report", "conv", "patch", "mnist_tuned", "generative")}
+    discriminators = {("discriminator", n) for n in ("mlp", "conv", "classifier", "highpass")}
+    assert files == nets | discriminators
     for group, name in sorted(files):
         assert "image_shape" not in OmegaConf.load(CONF / group / f"{name}.yaml")  # the data gives it
         out = build(group, name, (3, 32, 32))(torch.rand(2, 3, 32, 32))
