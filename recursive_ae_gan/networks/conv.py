@@ -35,6 +35,10 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+# Where a classifier's widths are set: it judges realism in the panel, or plays the game's discriminator.
+WIDTHS_OPTIONS = "realism.judges.NAME.widths, or model.discriminator.widths"
+
+
 class ConvAutoencoder(nn.Module):
     """The report's CIFAR10 design for any image size: ``stages`` halvings, one width per stage."""
 
@@ -170,7 +174,7 @@ class ConvClassifier(nn.Module):
         shape = chw(image_shape)
         widths = [int(w) for w in widths]
         if not widths or min(widths) < 1:
-            raise UserError(f"realism.judge.widths={override(widths)} must list at least one positive width")
+            raise UserError(f"widths={override(widths)} must list at least one positive width ({WIDTHS_OPTIONS})")
         layers: list[nn.Module] = []
         c_in, h, w = shape
         for width in widths:
@@ -198,7 +202,7 @@ class HighPassClassifier(nn.Module):
         shape = chw(image_shape)
         widths = [int(w) for w in widths]
         if not widths or min(widths) < 1:
-            raise UserError(f"realism.judges.highpass.widths={override(widths)} must list at least one positive width")
+            raise UserError(f"widths={override(widths)} must list at least one positive width ({WIDTHS_OPTIONS})")
         layers: list[nn.Module] = [nn.Conv2d(2 * shape[0], widths[0], 3, padding=1), nn.LeakyReLU(0.2)]
         c_in, h, w = widths[0], *shape[1:]
         for width in widths:

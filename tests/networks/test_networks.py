@@ -18,6 +18,7 @@ from recursive_ae_gan.core.errors import UserError
 from recursive_ae_gan.networks import (
     Cifar10Autoencoder,
     ConvAutoencoder,
+    ConvClassifier,
     ConvDiscriminator,
     HighPassClassifier,
     MLPDiscriminator,
@@ -155,6 +156,9 @@ def test_conv_autoencoder_restores_odd_sizes_through_output_padding() -> None:
         (lambda: PatchAutoencoder((1, 28, 28)), ["model.net.patch=8", "1x28x28"]),
         (lambda: PatchAutoencoder((3, 32, 32), code_channels=0), ["model.net.code_channels=0"]),
         (lambda: PatchAutoencoder((3, 32, 32), eps=0.5), ["model.net.eps=0.5"]),
+        # A judge's or the game's discriminator: the message names both places its widths come from.
+        (lambda: ConvClassifier((3, 32, 32), widths=[]), ["widths=[]", "realism.judges.NAME", "model.discriminator"]),
+        (lambda: HighPassClassifier((3, 32, 32), widths=[0]), ["widths=[0]", "model.discriminator.widths"]),
     ],
 )
 def test_settings_that_cannot_build_raise_one_line(make, names: list[str]) -> None:
