@@ -336,7 +336,9 @@ def test_the_high_pass_judge_maps_images_to_one_logit_and_sees_the_residual(imag
     judge.features[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     judge(flat)
     assert seen[0].shape[1] == 2 * image_shape[0] and not seen[0].any()  # a flat grey image: no residual, centred
-    with pytest.raises(UserError, match=r"realism\.judges\.highpass\.widths=\[0\]"):
+    with pytest.raises(
+        UserError, match=r"widths=\[0\] must list at least one positive width \(realism\.judges\.NAME\.widths"
+    ):
         HighPassClassifier(image_shape, widths=[0])
 
 
