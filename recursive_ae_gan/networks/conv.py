@@ -35,8 +35,16 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-# Where a classifier's widths are set: it judges realism in the panel, or plays the game's discriminator.
-WIDTHS_OPTIONS = "realism.judges.NAME.widths, or model.discriminator.widths"
+def classifier_widths(widths: Sequence[int]) -> list[int]:
+    """A classifier's channel widths, at least one and each positive; its widths are set where it judges realism in
+    the panel or plays the game's discriminator, and the error names both."""
+    widths = [int(w) for w in widths]
+    if not widths or min(widths) < 1:
+        raise UserError(
+            f"widths={override(widths)} must list at least one positive width (realism.judges.NAME.widths, or "
+            "model.discriminator.widths)"
+        )
+    return widths
 
 
 class ConvAutoencoder(nn.Module):
@@ -172,9 +180,7 @@ class ConvClassifier(nn.Module):
     def __init__(self, image_shape: Sequence[int], widths: Sequence[int] = (32, 64, 128)) -> None:
         super().__init__()
         shape = chw(image_shape)
-        widths = [int(w) for w in widths]
-        if not widths or min(widths) < 1:
-            raise UserError(f"widths={override(widths)} must list at least one positive width ({WIDTHS_OPTIONS})")
+        widths = classifier_widths(widths)
         layers: list[nn.Module] = []
         c_in, h, w = shape
         for width in widths:
@@ -200,9 +206,7 @@ class HighPassClassifier(nn.Module):
     def __init__(self, image_shape: Sequence[int], widths: Sequence[int] = (32, 64, 128)) -> None:
         super().__init__()
         shape = chw(image_shape)
-        widths = [int(w) for w in widths]
-        if not widths or min(widths) < 1:
-            raise UserError(f"widths={override(widths)} must list at least one positive width ({WIDTHS_OPTIONS})")
+        widths = classifier_widths(widths)
         layers: list[nn.Module] = [nn.Conv2d(2 * shape[0], widths[0], 3, padding=1), nn.LeakyReLU(0.2)]
         c_in, h, w = widths[0], *shape[1:]
         for width in widths:
